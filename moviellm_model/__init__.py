@@ -1,0 +1,1 @@
+"""moviellm_model: LLaMA-VID as Hugging Face transformers classes."""
