@@ -1,0 +1,92 @@
+"""Writer and renderer backends the command line can choose between.
+
+Each backend contributes its own options to ``moviellm generate`` (and ``render``) and builds its object
+from the parsed arguments, so adding a backend never touches the verbs themselves. Backends import
+their heavy dependencies (openai, diffusers, torch) only when built.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import MovieLLMError
+from .renderers.base import Renderer
+from .writers.base import Writer
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse._ArgumentGroup], None]
+    build: Callable[[argparse.Namespace], object]
+
+
+WRITERS: dict[str, Backend] = {}
+RENDERERS: dict[str, Backend] = {}
+
+
+def register_writer(backend: Backend) -> Backend:
+    WRITERS[backend.name] = backend
+    return backend
+
+
+def register_renderer(backend: Backend) -> Backend:
+    RENDERERS[backend.name] = backend
+    return backend
+
+
+# ------------------------------------------------------------------------------------ built-in backends
+
+
+def _procedural_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--dialogue-ratio", type=float, default=0.5,
+                       help="Share of shots with a spoken line (procedural writer). Default: 0.5.")
+
+
+def _build_procedural(args: argparse.Namespace) -> Writer:
+    from .writers.procedural import ProceduralWriter
+
+    if not 0.0 <= args.dialogue_ratio <= 1.0:
+        raise MovieLLMError(f"--dialogue-ratio must be between 0 and 1, got {args.dialogue_ratio}.")
+    return ProceduralWriter(size=args.size, dialogue_ratio=args.dialogue_ratio)
+
+
+def _storyboard_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--width", type=int, default=None, help="Frame width in pixels. Default: 384 (storyboard).")
+    group.add_argument("--height", type=int, default=None, help="Frame height in pixels. Default: 256 (storyboard).")
+
+
+def _build_storyboard(args: argparse.Namespace) -> Renderer:
+    from .renderers.storyboard import StoryboardRenderer
+
+    try:
+        return StoryboardRenderer(width=args.width or 384, height=args.height or 256)
+    except ValueError as err:
+        raise MovieLLMError(f"{err}; choose other --width/--height.") from None
+
+
+register_writer(Backend("procedural", "offline, deterministic genre grammars (default)", _procedural_arguments, _build_procedural))
+register_renderer(Backend("storyboard", "offline drawn storyboard frames (default)", _storyboard_arguments, _build_storyboard))
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, writers: bool = True) -> None:
+    """``--writer`` / ``--renderer`` and every backend's own option group."""
+    if writers:
+        parser.add_argument("--writer", choices=sorted(WRITERS), default="procedural",
+                            help="Who writes the scripts: " + "; ".join(f"{b.name}: {b.help}" for b in WRITERS.values()))
+    parser.add_argument("--renderer", choices=sorted(RENDERERS), default="storyboard",
+                        help="Who draws the frames: " + "; ".join(f"{b.name}: {b.help}" for b in RENDERERS.values()))
+    for kind, table in (("writer", WRITERS if writers else {}), ("renderer", RENDERERS)):
+        for backend in table.values():
+            backend.add_arguments(parser.add_argument_group(f"{backend.name} {kind} options"))
+
+
+def build_writer(args: argparse.Namespace) -> Writer:
+    return WRITERS[args.writer].build(args)
+
+
+def build_renderer(args: argparse.Namespace) -> Renderer:
+    return RENDERERS[args.renderer].build(args)

@@ -1,0 +1,148 @@
+"""The ``moviellm`` command: one verb per job.
+
+Every user mistake is reported as one sentence on stderr with a non-zero exit status, never as a
+traceback; an interrupted job is continued by running the same command again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .backends import add_backend_arguments, build_renderer, build_writer
+from .errors import MovieLLMError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+# Each verb registers (name, help, add_arguments, run); modules add their own verbs here.
+_VERBS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = []
+
+
+def verb(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register ``run(args) -> exit code`` as the sub-command ``moviellm <name>``."""
+
+    def register(run: Callable[[argparse.Namespace], int]):
+        _VERBS.append((name, help, add_arguments, run))
+        return run
+
+    return register
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _byte_size(text: str) -> int:
+    """'1GB', '500MB', '64KB' or a plain number of bytes."""
+    units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "b": 1}
+    lowered = text.strip().lower()
+    for unit, factor in units.items():
+        if lowered.endswith(unit):
+            number = lowered[: -len(unit)].strip()
+            break
+    else:
+        number, factor = lowered, 1
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 1GB or 500MB, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------- generate
+
+
+def _generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--movies", type=_positive_int, required=True, help="How many movies the dataset should hold.")
+    p.add_argument("--out", required=True, help="Dataset folder: new, empty, or an earlier run of the same recipe.")
+    p.add_argument("--size", default="tiny",
+                   help="Movie size: tiny (2x2x3 = 12 frames), small (3x3x5 = 45), reference (11x11x11 = 1,331) "
+                        "or ACTSxSCENESxSHOTS. Default: tiny.")
+    p.add_argument("--seed", type=int, default=0, help="Run seed; movie i's seed derives from it and i. Default: 0.")
+    themes = p.add_mutually_exclusive_group()
+    themes.add_argument("--themes", nargs="+", metavar="THEME",
+                        help='Themes assigned to movies in turn, e.g. --themes "a love story" "a heist".')
+    themes.add_argument("--themes-file", metavar="FILE", help="A text file with one theme per line.")
+    p.add_argument("--shard-size", type=_byte_size, default="1GB",
+                   help="Target size of one tar shard, e.g. 1GB or 200MB. Default: 1GB.")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is larger and closer. Default: 18.")
+    p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
+    add_backend_arguments(p)
+
+
+@verb("generate", "Write, render and pack synthetic movies into a dataset folder.", _generate_arguments)
+def run_generate(args: argparse.Namespace) -> int:
+    from .pipeline import GenerateOptions, command_line, generate, read_themes_file
+
+    themes = read_themes_file(args.themes_file) if args.themes_file else args.themes
+    options = GenerateOptions(out=args.out, movies=args.movies, seed=args.seed, themes=themes,
+                              shard_bytes=args.shard_size, crf=args.crf, command=command_line())
+    writer = build_writer(args)
+    renderer = build_renderer(args)
+    result = generate(options, writer, renderer, progress=not args.no_progress)
+    print(f"{result.out}: wrote {result.written} movies, {result.skipped} already there, "
+          f"{len(result.failed)} failed; the dataset holds {result.total_in_dataset} movies.")
+    for failure in result.failed:
+        print(f"  failed {failure.request.id} ({failure.request.theme}): {failure.reason}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def _load_command_modules() -> None:
+    """Import every module of :mod:`moviellm_data.commands` so that their verbs register."""
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for module in pkgutil.iter_modules(commands.__path__):
+        importlib.import_module(f"{commands.__name__}.{module.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_command_modules()
+    parser = argparse.ArgumentParser(
+        prog="moviellm",
+        description="Generate synthetic movies for long-video training, publish them, and train and "
+                    "evaluate LLaMA-VID on them.",
+    )
+    parser.add_argument("--version", action="version", version=f"moviellm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log more.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name, help_text, add_arguments, run in _VERBS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except MovieLLMError as err:
+        print(f"moviellm {args.verb}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"moviellm {args.verb}: interrupted; run the same command again to continue.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""The generate job: requests -> writer -> renderer -> mp4 -> staged movie -> shards -> manifest -> card.
+
+Resumable and idempotent. A movie is first *staged* under ``DIR/.moviellm/staging-r<rank>/`` (its mp4,
+then its JSON last, each written to a temporary name and renamed), then packed into a shard that is
+renamed into place when complete, then listed in the manifest, then unstaged. A run killed at any
+point and restarted with the same command redoes at most the movie it was drawing.
+
+Several processes (``torchrun --nproc-per-node K``, or any launcher that sets RANK and WORLD_SIZE)
+share the movies by index modulo world size; each writes its own shards and manifest part, and whoever
+finishes last merges the parts into ``manifest.jsonl`` and writes the card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import ConfigError, ShardError
+from .renderers.base import Renderer
+from .script import MovieScript
+from .shards import (
+    MANIFEST_NAME,
+    ManifestEntry,
+    append_manifest,
+    iter_tar_samples,
+    manifest_entries_for,
+    read_manifest,
+    write_shard,
+)
+from .video import encode_mp4
+from .writers.base import MovieRequest, WriteFailure, Writer, derive_seed, make_movie_id
+from .writers.grammar import DEFAULT_THEMES
+
+logger = logging.getLogger(__name__)
+
+RECIPE_NAME = "pipeline.yaml"
+CARD_NAME = "README.md"
+WORK_DIR = ".moviellm"
+DEFAULT_SHARD_BYTES = 1_000_000_000
+
+
+@dataclass
+class GenerateOptions:
+    """What to make and where.
+
+    Args:
+        out: the dataset folder (created if missing; must be empty or an earlier dataset of the same recipe).
+        movies: how many movies the dataset should hold in total.
+        seed: the run seed; each movie's seed derives from it and the movie's index.
+        themes: themes assigned round-robin to movies; None picks from the built-in theme list.
+        shard_bytes: target size of one tar shard.
+        crf: H.264 quality (lower is larger and closer to the rendered frames).
+    """
+
+    out: Path
+    movies: int
+    seed: int = 0
+    themes: list[str] | None = None
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    crf: int = 18
+    command: str | None = None
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if not isinstance(self.movies, int) or self.movies < 1:
+            raise ConfigError(f"--movies must be at least 1, got {self.movies}.")
+        if self.shard_bytes < 1:
+            raise ConfigError(f"the shard size must be positive, got {self.shard_bytes} bytes.")
+        if self.themes is not None:
+            self.themes = [t.strip() for t in self.themes if t and t.strip()]
+            if not self.themes:
+                raise ConfigError("the theme list is empty; give at least one theme or leave themes out.")
+
+
+@dataclass
+class GenerateResult:
+    out: Path
+    written: int = 0
+    skipped: int = 0
+    failed: list[WriteFailure] = field(default_factory=list)
+    total_in_dataset: int = 0
+    complete: bool = False
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) from the variables torchrun and accelerate set; (0, 1) when absent."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ConfigError("RANK and WORLD_SIZE must be whole numbers.") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world}.")
+    return rank, world
+
+
+def plan_requests(movies: int, seed: int, themes: list[str] | None) -> list[MovieRequest]:
+    """The movies of a dataset, index by index; independent of how many processes share the work."""
+    requests = []
+    for index in range(movies):
+        movie_seed = derive_seed(seed, index)
+        theme = themes[index % len(themes)] if themes else DEFAULT_THEMES[movie_seed % len(DEFAULT_THEMES)]
+        requests.append(MovieRequest(id=make_movie_id(index, movie_seed, theme), index=index, theme=theme, seed=movie_seed))
+    return requests
+
+
+def read_themes_file(path: str | Path) -> list[str]:
+    """One theme per line; blank lines and lines starting with '#' are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"themes file {path} does not exist; give an existing file with one theme per line.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read themes file {path} ({err}); give a UTF-8 text file with one theme per line.") from None
+    themes = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not themes:
+        raise ConfigError(f"themes file {path} has no themes; write one theme per line.")
+    return themes
+
+
+class DatasetFolder:
+    """The layout of a dataset folder and the checks that keep earlier work safe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.work = self.root / WORK_DIR
+        self.recipe_path = self.root / RECIPE_NAME
+        self.manifest_path = self.root / MANIFEST_NAME
+        self.card_path = self.root / CARD_NAME
+
+    def prepare(self) -> None:
+        """Create the folder, or refuse one that is a file, unwritable, or someone else's."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"output {self.root} is a file, not a folder; choose a folder path for --out.")
+        if self.root.is_dir() and not self.recipe_path.exists():
+            if any(p.name != WORK_DIR for p in self.root.iterdir()):
+                raise ConfigError(
+                    f"output folder {self.root} is not empty and holds no moviellm dataset; "
+                    "choose a new or empty folder so nothing in it is overwritten."
+                )
+        try:
+            self.work.mkdir(parents=True, exist_ok=True)
+            probe = self.work / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ConfigError(f"cannot write to output folder {self.root} ({err.strerror}); choose a writable folder.") from None
+
+    def staging(self, rank: int) -> Path:
+        return self.work / f"staging-r{rank:04d}"
+
+    def manifest_part(self, rank: int) -> Path:
+        return self.work / f"manifest-r{rank:04d}.jsonl"
+
+    def failures_path(self, rank: int) -> Path:
+        return self.work / f"failures-r{rank:04d}.jsonl"
+
+    def shard_path(self, rank: int, number: int) -> Path:
+        return self.root / f"movies-r{rank:04d}-{number:05d}.tar"
+
+    def own_shards(self, rank: int) -> list[Path]:
+        return sorted(self.root.glob(f"movies-r{rank:04d}-*.tar"))
+
+    def all_entries(self) -> list[ManifestEntry]:
+        """Every movie listed by any rank, first listing wins, in index order."""
+        seen: dict[str, ManifestEntry] = {}
+        for part in sorted(self.work.glob("manifest-r*.jsonl")):
+            for entry in read_manifest(part):
+                seen.setdefault(entry.id, entry)
+        return sorted(seen.values(), key=lambda e: (e.index, e.id))
+
+    @contextlib.contextmanager
+    def lock(self, name: str, wait: bool) -> Iterator[None]:
+        with open(self.work / f"{name}.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise ConfigError(
+                    f"another moviellm process is already writing {name} of {self.root}; wait for it or use another folder."
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def recipe_of(options: GenerateOptions, writer: Writer, renderer: Renderer) -> dict:
+    """What determines the movies; a rerun into the same folder must have the same recipe."""
+    return {
+        "seed": options.seed,
+        "themes": options.themes,
+        "writer": writer.describe(),
+        "renderer": renderer.describe(),
+        "video": {"codec": "h264", "container": "mp4", "fps": 1, "crf": options.crf},
+    }
+
+
+def _check_or_write_recipe(folder: DatasetFolder, options: GenerateOptions, recipe: dict) -> None:
+    document = {
+        "moviellm_version": __version__,
+        "command": options.command,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "movies": options.movies,
+        "shard_bytes": options.shard_bytes,
+        "recipe": recipe,
+    }
+    if folder.recipe_path.exists():
+        try:
+            earlier = yaml.safe_load(folder.recipe_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            raise ConfigError(f"{folder.recipe_path} is not valid YAML; restore it or choose a new folder.") from None
+        if earlier.get("recipe") != recipe:
+            changed = sorted(k for k in set(recipe) | set(earlier.get("recipe", {})) if recipe.get(k) != earlier.get("recipe", {}).get(k))
+            raise ConfigError(
+                f"{folder.root} holds movies made with a different recipe ({', '.join(changed)} differ); "
+                "rerun with the original options or choose a new --out folder."
+            )
+        document["created_at"] = earlier.get("created_at", document["created_at"])
+        document["movies"] = max(options.movies, int(earlier.get("movies", 0)))
+        if earlier == document:
+            return
+    _atomic_write(folder.recipe_path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def generate(
+    options: GenerateOptions,
+    writer: Writer,
+    renderer: Renderer,
+    rank: int | None = None,
+    world_size: int | None = None,
+    progress: bool = True,
+) -> GenerateResult:
+    """Make ``options.movies`` movies into ``options.out`` (or this rank's share of them).
+
+    Returns what this call wrote, skipped (already there) and failed. Safe to call again after a crash
+    or with a larger ``movies``: finished movies are never rewritten.
+    """
+    if rank is None or world_size is None:
+        rank, world_size = distributed_rank()
+    folder = DatasetFolder(options.out)
+    folder.prepare()
+    recipe = recipe_of(options, writer, renderer)
+    with folder.lock("recipe", wait=True):
+        _check_or_write_recipe(folder, options, recipe)
+
+    result = GenerateResult(out=folder.root)
+    with folder.lock(f"rank-{rank}", wait=False):
+        packer = _RankPacker(folder, rank, options)
+        packer.recover()
+        done = {e.id for e in folder.all_entries()}
+        mine = [r for r in plan_requests(options.movies, options.seed, options.themes) if r.index % world_size == rank]
+        todo = [r for r in mine if r.id not in done]
+        result.skipped = len(mine) - len(todo)
+        staged = packer.staged_ids()
+        to_write = [r for r in todo if r.id not in staged]
+        bar = tqdm(
+            total=len(todo),
+            initial=0,
+            desc=f"movies (rank {rank})" if world_size > 1 else "movies",
+            unit="movie",
+            disable=not progress,
+            position=rank if world_size > 1 else None,
+        )
+        with bar:
+            already = len(todo) - len(to_write)
+            if already:
+                bar.update(already)
+            packer.pack_if_full()
+            for item in writer.write_many(to_write):
+                if isinstance(item, WriteFailure):
+                    result.failed.append(item)
+                    packer.record_failure(item)
+                    logger.warning("movie %s failed: %s", item.request.id, item.reason)
+                else:
+                    packer.stage(item, renderer)
+                    result.written += 1
+                    packer.pack_if_full()
+                bar.update(1)
+        packer.pack()
+    with folder.lock("finalize", wait=True):
+        entries = finalize(folder)
+    result.total_in_dataset = len(entries)
+    result.complete = len(entries) >= options.movies
+    return result
+
+
+def finalize(folder: DatasetFolder) -> list[ManifestEntry]:
+    """Merge the manifest parts into ``manifest.jsonl`` and (re)write the dataset card."""
+    from .card import write_dataset_card  # the card pulls in `datasets`; keep it off the import path
+
+    entries = folder.all_entries()
+    text = "".join(e.to_json() + "\n" for e in entries)
+    if not folder.manifest_path.exists() or folder.manifest_path.read_text(encoding="utf-8") != text:
+        _atomic_write(folder.manifest_path, text)
+    recipe = yaml.safe_load(folder.recipe_path.read_text(encoding="utf-8"))
+    write_dataset_card(folder.root, entries, recipe)
+    return entries
+
+
+class _RankPacker:
+    """Stages finished movies of one rank and packs them into that rank's shards."""
+
+    def __init__(self, folder: DatasetFolder, rank: int, options: GenerateOptions) -> None:
+        self.folder = folder
+        self.rank = rank
+        self.options = options
+        self.staging = folder.staging(rank)
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------------------------ recovery
+
+    def recover(self) -> None:
+        """Undo what a killed run of this rank left half-done."""
+        for tmp in self.folder.root.glob(f"movies-r{self.rank:04d}-*.tar.tmp"):
+            tmp.unlink()
+        for tmp in self.staging.glob("*.tmp"):
+            tmp.unlink()
+        listed = {e.shard for e in read_manifest(self.folder.manifest_part(self.rank))}
+        for shard in self.folder.own_shards(self.rank):
+            if shard.name not in listed:
+                # Renamed into place but killed before the manifest was appended: list it now.
+                try:
+                    samples = list(iter_tar_samples(shard))
+                except ShardError:
+                    shard.unlink()  # cannot happen after an atomic rename, but never list a broken shard
+                    continue
+                append_manifest(self.folder.manifest_part(self.rank), manifest_entries_for(shard, samples))
+        done = {e.id for e in self.folder.all_entries()}
+        for path in self.staging.iterdir():
+            if path.name.split(".", 1)[0] in done:
+                path.unlink()
+
+    # ------------------------------------------------------------------------------------- staging
+
+    def staged_ids(self) -> set[str]:
+        # The JSON is written last, so its presence marks a complete staged movie.
+        return {p.name.split(".", 1)[0] for p in self.staging.glob("*.json")}
+
+    def stage(self, script: MovieScript, renderer: Renderer) -> None:
+        rendered = script.model_copy(deep=True)
+        style = renderer.style_embedding(script)
+        rendered.provenance.renderer = renderer.provenance(script)
+        rendered.provenance.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        mp4 = encode_mp4(renderer.render_frames(script), fps=1, crf=self.options.crf)
+        members = {"mp4": mp4}
+        if style is not None:
+            members["style.safetensors"] = style
+        for ext, data in members.items():
+            self._write_staged(f"{script.id}.{ext}", data)
+        self._write_staged(f"{script.id}.json", rendered.to_json().encode("utf-8"))
+
+    def _write_staged(self, name: str, data: bytes) -> None:
+        tmp = self.staging / f"{name}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.staging / name)
+
+    def _staged_samples(self) -> list[tuple[str, dict[str, bytes]]]:
+        samples = []
+        for key in sorted(self.staged_ids()):
+            members = {}
+            for path in self.staging.glob(f"{key}.*"):
+                members[path.name.split(".", 1)[1]] = path.read_bytes()
+            samples.append((key, members))
+        return samples
+
+    def _staged_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.staging.iterdir() if not p.name.endswith(".tmp"))
+
+    # --------------------------------------------------------------------------------------- packing
+
+    def pack_if_full(self) -> None:
+        if self._staged_bytes() >= self.options.shard_bytes:
+            self.pack()
+
+    def pack(self) -> None:
+        """Write every staged movie into a new shard, list it, then unstage it."""
+        samples = self._staged_samples()
+        if not samples:
+            return
+        numbers = [int(p.stem.rsplit("-", 1)[1]) for p in self.folder.own_shards(self.rank)]
+        shard = self.folder.shard_path(self.rank, max(numbers, default=-1) + 1)
+        write_shard(shard, samples)
+        append_manifest(self.folder.manifest_part(self.rank), manifest_entries_for(shard, samples))
+        for key, members in samples:
+            for ext in members:
+                (self.staging / f"{key}.{ext}").unlink()
+
+    def record_failure(self, failure: WriteFailure) -> None:
+        import json
+
+        line = json.dumps({"id": failure.request.id, "index": failure.request.index, "theme": failure.request.theme,
+                           "reason": failure.reason})
+        with open(self.folder.failures_path(self.rank), "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+def command_line() -> str:
+    """The command as typed, for the recipe (arguments quoted)."""
+    return " ".join(shlex.quote(a) for a in ["moviellm", *sys.argv[1:]])

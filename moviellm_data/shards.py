@@ -1,0 +1,222 @@
+"""WebDataset shards: one sample per movie (``<id>.json`` + ``<id>.mp4`` [+ ``<id>.style.safetensors``]).
+
+Writing is crash-safe: a shard is written under ``<name>.tar.tmp`` and renamed when complete, and the
+manifest (JSON lines: id, index, shard, bytes, sha256, frames) is appended only after the rename, so a
+movie listed in the manifest is always in a complete shard. Reading never extracts files to disk and
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ShardError
+from .script import MovieScript
+from .video import decode_mp4
+
+MANIFEST_NAME = "manifest.jsonl"
+# Member order inside a sample; every sample of a dataset carries the same members.
+MEMBER_ORDER = ("json", "mp4", "style.safetensors")
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    id: str
+    index: int
+    shard: str
+    bytes: int
+    sha256: str
+    frames: int
+    genre: str = ""
+    qa: dict[str, int] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def sample_digest(members: dict[str, bytes]) -> str:
+    """sha256 over a sample's members in their canonical order (names and contents)."""
+    h = hashlib.sha256()
+    for ext in sorted(members, key=_member_rank):
+        h.update(ext.encode() + b"\0" + hashlib.sha256(members[ext]).digest())
+    return h.hexdigest()
+
+
+def _member_rank(ext: str) -> tuple[int, str]:
+    return (MEMBER_ORDER.index(ext) if ext in MEMBER_ORDER else len(MEMBER_ORDER), ext)
+
+
+def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> list[tuple[str, dict[str, bytes]]]:
+    """Write ``(key, {ext: bytes})`` samples to the tar ``path`` atomically; return what was written.
+
+    Members get fixed metadata (mtime 0, owner 0, mode 0644) so that the same movies give the same bytes.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    written = []
+    with open(tmp, "wb") as fh:
+        with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, members in samples:
+                if "." in key:
+                    raise ShardError(f"sample key {key!r} contains a dot; WebDataset would split it.")
+                for ext in sorted(members, key=_member_rank):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(members[ext])
+                    info.mtime = 0
+                    info.mode = 0o644
+                    tar.addfile(info, io.BytesIO(members[ext]))
+                written.append((key, members))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return written
+
+
+def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield ``(key, {ext: bytes})`` for each sample of a tar shard, grouping adjacent members by key.
+
+    Raises :class:`ShardError` with one sentence when the file is missing, truncated or not a tar.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ShardError(f"shard {path} does not exist.")
+    current_key, current = None, {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                name = os.path.basename(info.name)
+                if "." not in name or name.startswith("."):
+                    continue
+                key, ext = name.split(".", 1)
+                data = tar.extractfile(info).read()
+                if len(data) != info.size:
+                    raise tarfile.ReadError("unexpected end of data")
+                if key != current_key and current:
+                    yield current_key, current
+                    current = {}
+                current_key = key
+                current[ext] = data
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ShardError(
+            f"{path} is not a complete tar shard ({err}); delete it and rerun the command that wrote it."
+        ) from None
+    if current:
+        yield current_key, current
+
+
+def read_movies(source: str | Path | Iterable[str | Path], decode: bool = True) -> Iterator[tuple[MovieScript, np.ndarray | bytes]]:
+    """Yield ``(script, frames)`` for every movie in a dataset folder, a shard, or a list of shards.
+
+    ``frames`` is a uint8 array [T, H, W, 3] in timeline order (or the raw mp4 bytes when ``decode`` is
+    False). Scripts are validated; a movie whose video and timeline disagree raises :class:`ShardError`.
+    """
+    for shard in resolve_shards(source):
+        for key, members in iter_tar_samples(shard):
+            if "json" not in members or "mp4" not in members:
+                raise ShardError(f"sample {key} in {shard} lacks its json or mp4 member; regenerate the dataset.")
+            script = MovieScript.from_json(members["json"], source=f"{shard}:{key}.json")
+            if not decode:
+                yield script, members["mp4"]
+                continue
+            frames = decode_mp4(members["mp4"], source=f"{shard}:{key}.mp4")
+            if len(frames) != script.num_frames:
+                raise ShardError(
+                    f"{shard}:{key}.mp4 has {len(frames)} frames but its script has {script.num_frames}; "
+                    "regenerate the movie."
+                )
+            yield script, frames
+
+
+def resolve_shards(source: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Shard paths from a folder (its ``*.tar``, sorted), a single tar, or a list of tars."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            shards = sorted(path.glob("*.tar"))
+            if not shards:
+                raise ShardError(f"{path} holds no .tar shards; run `moviellm generate --out {path}` first.")
+            return shards
+        if not path.exists():
+            raise ShardError(f"{path} does not exist; give a dataset folder or a .tar shard.")
+        return [path]
+    return [Path(p) for p in source]
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """Entries of a manifest file; a truncated last line (a write cut by a kill) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    entries = []
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(ManifestEntry(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as err:
+            if number == len(lines) or (number == len(lines) - 1 and not lines[-1]):
+                continue  # cut short by a kill after the shard was renamed: the shard is re-indexed
+            raise ShardError(f"{path} line {number} is not a manifest entry ({err}); restore or delete it.") from None
+    return entries
+
+
+def append_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> None:
+    """Append entries and fsync, so a listed movie survives a crash right after."""
+    path = Path(path)
+    with open(path, "a+", encoding="utf-8") as fh:
+        # A previous kill may have left a partial line without a newline: start on a fresh line.
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() > 0:
+            fh.seek(fh.tell() - 1)
+            if fh.read(1) != "\n":
+                fh.write("\n")
+        for entry in entries:
+            fh.write(entry.to_json() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def manifest_entries_for(shard: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> list[ManifestEntry]:
+    """Manifest entries describing the samples of one shard."""
+    entries = []
+    for key, members in samples:
+        script = json.loads(members["json"])
+        entries.append(
+            ManifestEntry(
+                id=key,
+                index=_index_from_id(key),
+                shard=shard.name,
+                bytes=sum(len(v) for v in members.values()),
+                sha256=sample_digest(members),
+                frames=len(script.get("timeline", [])),
+                genre=script.get("genre", ""),
+                qa=_count_qa(script.get("qa", [])),
+            )
+        )
+    return entries
+
+
+def _count_qa(qa: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for pair in qa:
+        counts[pair.get("type", "")] = counts.get(pair.get("type", ""), 0) + 1
+    return counts
+
+
+def _index_from_id(key: str) -> int:
+    """Our ids look like m000042_ab12cd34; other ids have no index (-1)."""
+    head = key.split("_", 1)[0]
+    return int(head[1:]) if head.startswith("m") and head[1:].isdigit() else -1
