@@ -113,16 +113,23 @@ def _load_command_modules() -> None:
         importlib.import_module(f"{commands.__name__}.{module.name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad option as one sentence (with a pointer to --help) instead of the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`).\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     _load_command_modules()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="moviellm",
         description="Generate synthetic movies for long-video training, publish them, and train and "
                     "evaluate LLaMA-VID on them.",
     )
     parser.add_argument("--version", action="version", version=f"moviellm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log more.")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
     for name, help_text, add_arguments, run in _VERBS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)

@@ -176,15 +176,18 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
 def append_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> None:
     """Append entries and fsync, so a listed movie survives a crash right after."""
     path = Path(path)
-    with open(path, "a+", encoding="utf-8") as fh:
-        # A previous kill may have left a partial line without a newline: start on a fresh line.
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() > 0:
-            fh.seek(fh.tell() - 1)
-            if fh.read(1) != "\n":
-                fh.write("\n")
+    with open(path, "ab+") as fh:
+        # A kill mid-append leaves a partial last line; it was never committed, so drop it.
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            fh.seek(max(0, size - 65536))
+            tail = fh.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                fh.truncate(size - len(tail) + cut + 1 if cut >= 0 else 0)
+                fh.seek(0, os.SEEK_END)
         for entry in entries:
-            fh.write(entry.to_json() + "\n")
+            fh.write((entry.to_json() + "\n").encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 

@@ -172,7 +172,11 @@ class ProceduralWriter(Writer):
         locations: list[str],
     ) -> Act:
         beat = grammar.BEATS[beat_name]
-        act_places = rng.sample(locations, rng.randint(1, min(3, self.size.scenes_per_act)))
+        # Acts lean on the genre's own places (a horror movie spends its time in the cellar, not the diner).
+        own = [p for p in locations if p in genre.places]
+        first = rng.choice(own) if own and rng.random() < 0.7 else rng.choice(locations)
+        others = [p for p in locations if p != first]
+        act_places = [first, *rng.sample(others, rng.randint(1, min(3, self.size.scenes_per_act)) - 1)]
         fill = {**slots, "place": act_places[0], "place2": act_places[-1] if len(act_places) > 1 else rng.choice(locations)}
         events = list(beat["events"])
         rng.shuffle(events)
