@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -359,28 +360,26 @@ class _RankPacker:
         style = renderer.style_embedding(script)
         rendered.provenance.renderer = renderer.provenance(script)
         rendered.provenance.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        mp4 = encode_mp4(renderer.render_frames(script), fps=1, crf=self.options.crf)
-        members = {"mp4": mp4}
+        self._write_staged(f"{script.id}.mp4", lambda tmp: encode_mp4(
+            renderer.render_frames(script), fps=1, crf=self.options.crf, output=tmp))
         if style is not None:
-            members["style.safetensors"] = style
-        for ext, data in members.items():
-            self._write_staged(f"{script.id}.{ext}", data)
-        self._write_staged(f"{script.id}.json", rendered.to_json().encode("utf-8"))
+            self._write_staged(f"{script.id}.style.safetensors", lambda tmp: tmp.write_bytes(style))
+        # The JSON goes last: its presence marks the staged movie complete.
+        self._write_staged(f"{script.id}.json", lambda tmp: tmp.write_text(rendered.to_json(), encoding="utf-8"))
 
-    def _write_staged(self, name: str, data: bytes) -> None:
+    def _write_staged(self, name: str, write: Callable[[Path], object]) -> None:
+        """Have ``write`` fill a temporary file, make it durable, then rename it into place."""
         tmp = self.staging / f"{name}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, self.staging / name)
 
-    def _staged_samples(self) -> list[tuple[str, dict[str, bytes]]]:
+    def _staged_samples(self) -> list[tuple[str, dict[str, Path]]]:
+        """Staged movies as (key, {ext: file}); the files are streamed into the shard, not loaded."""
         samples = []
         for key in sorted(self.staged_ids()):
-            members = {}
-            for path in self.staging.glob(f"{key}.*"):
-                members[path.name.split(".", 1)[1]] = path.read_bytes()
+            members = {p.name.split(".", 1)[1]: p for p in self.staging.glob(f"{key}.*") if not p.name.endswith(".tmp")}
             samples.append((key, members))
         return samples
 
@@ -407,8 +406,6 @@ class _RankPacker:
                 (self.staging / f"{key}.{ext}").unlink()
 
     def record_failure(self, failure: WriteFailure) -> None:
-        import json
-
         line = json.dumps({"id": failure.request.id, "index": failure.request.index, "theme": failure.request.theme,
                            "reason": failure.reason})
         with open(self.folder.failures_path(self.rank), "a", encoding="utf-8") as fh:

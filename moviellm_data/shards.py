@@ -43,11 +43,34 @@ class ManifestEntry:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def sample_digest(members: dict[str, bytes]) -> str:
+# A member is its bytes, or the path of a file holding them (streamed, so a shard of large movies is
+# never held in memory whole).
+Member = bytes | Path
+
+
+def member_size(member: Member) -> int:
+    return len(member) if isinstance(member, bytes) else Path(member).stat().st_size
+
+
+def member_bytes(member: Member) -> bytes:
+    return member if isinstance(member, bytes) else Path(member).read_bytes()
+
+
+def _member_sha256(member: Member) -> bytes:
+    if isinstance(member, bytes):
+        return hashlib.sha256(member).digest()
+    h = hashlib.sha256()
+    with open(member, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def sample_digest(members: dict[str, Member]) -> str:
     """sha256 over a sample's members in their canonical order (names and contents)."""
     h = hashlib.sha256()
     for ext in sorted(members, key=_member_rank):
-        h.update(ext.encode() + b"\0" + hashlib.sha256(members[ext]).digest())
+        h.update(ext.encode() + b"\0" + _member_sha256(members[ext]))
     return h.hexdigest()
 
 
@@ -55,8 +78,8 @@ def _member_rank(ext: str) -> tuple[int, str]:
     return (MEMBER_ORDER.index(ext) if ext in MEMBER_ORDER else len(MEMBER_ORDER), ext)
 
 
-def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> list[tuple[str, dict[str, bytes]]]:
-    """Write ``(key, {ext: bytes})`` samples to the tar ``path`` atomically; return what was written.
+def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, Member]]]) -> list[tuple[str, dict[str, Member]]]:
+    """Write ``(key, {ext: bytes or file path})`` samples to the tar ``path`` atomically; return them.
 
     Members get fixed metadata (mtime 0, owner 0, mode 0644) so that the same movies give the same bytes.
     """
@@ -70,10 +93,15 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> 
                     raise ShardError(f"sample key {key!r} contains a dot; WebDataset would split it.")
                 for ext in sorted(members, key=_member_rank):
                     info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(members[ext])
+                    member = members[ext]
+                    info.size = member_size(member)
                     info.mtime = 0
                     info.mode = 0o644
-                    tar.addfile(info, io.BytesIO(members[ext]))
+                    if isinstance(member, bytes):
+                        tar.addfile(info, io.BytesIO(member))
+                    else:
+                        with open(member, "rb") as src:
+                            tar.addfile(info, src)
                 written.append((key, members))
         fh.flush()
         os.fsync(fh.fileno())
@@ -192,17 +220,17 @@ def append_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> None:
         os.fsync(fh.fileno())
 
 
-def manifest_entries_for(shard: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> list[ManifestEntry]:
+def manifest_entries_for(shard: Path, samples: Iterable[tuple[str, dict[str, Member]]]) -> list[ManifestEntry]:
     """Manifest entries describing the samples of one shard."""
     entries = []
     for key, members in samples:
-        script = json.loads(members["json"])
+        script = json.loads(member_bytes(members["json"]))
         entries.append(
             ManifestEntry(
                 id=key,
                 index=_index_from_id(key),
                 shard=shard.name,
-                bytes=sum(len(v) for v in members.values()),
+                bytes=sum(member_size(v) for v in members.values()),
                 sha256=sample_digest(members),
                 frames=len(script.get("timeline", [])),
                 genre=script.get("genre", ""),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -12,13 +13,20 @@ import numpy as np
 from .errors import ShardError
 
 
-def encode_mp4(frames: Iterable[np.ndarray], fps: int = 1, crf: int = 18, preset: str = "veryfast") -> bytes:
+def encode_mp4(
+    frames: Iterable[np.ndarray],
+    fps: int = 1,
+    crf: int = 18,
+    preset: str = "veryfast",
+    output: str | Path | None = None,
+) -> bytes | None:
     """Encode uint8 RGB frames [H, W, 3] (all the same size, even dimensions) as an H.264 mp4.
 
     Frame ``i`` gets presentation time ``i / fps`` seconds. ``crf`` trades size for fidelity (18 is
-    visually lossless for drawn frames; lower is larger and closer).
+    visually lossless for drawn frames; lower is larger and closer). Frames are consumed one at a time;
+    with ``output`` the video streams to that file (and None is returned) instead of into memory.
     """
-    buffer = io.BytesIO()
+    buffer = io.BytesIO() if output is None else str(output)
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = None
         count = 0
@@ -43,7 +51,7 @@ def encode_mp4(frames: Iterable[np.ndarray], fps: int = 1, crf: int = 18, preset
             raise ValueError("cannot encode a video with no frames")
         for packet in stream.encode():
             container.mux(packet)
-    return buffer.getvalue()
+    return buffer.getvalue() if output is None else None
 
 
 def decode_mp4(data: bytes, source: str = "mp4") -> np.ndarray:
