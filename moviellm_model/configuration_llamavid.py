@@ -167,6 +167,9 @@ class LlamaVidConfig(PretrainedConfig):
             `"bfloat16"`: reproduce how transformers 4.31 computed RoPE angles once a sequence exceeded
             `max_position_embeddings` (inverse frequencies and positions rounded to that dtype), which is what the
             original long-video inference computed for every movie longer than 4,096 tokens.
+        original_rope_inv_freq_dtype (`str`, *optional*, defaults to `"bfloat16"`):
+            Dtype in which the original checkpoint stored `rotary_emb.inv_freq` (bf16 for the LLaMA-VID releases,
+            float32 for MovieLLM's); only used with `original_rope_precision`.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embeddings (not in Llama-2).
 
@@ -204,6 +207,7 @@ class LlamaVidConfig(PretrainedConfig):
         ignore_index: int = -100,
         visual_chunk_size: int = 64,
         original_rope_precision: str | None = None,
+        original_rope_inv_freq_dtype: str = "bfloat16",
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ):
@@ -268,6 +272,7 @@ class LlamaVidConfig(PretrainedConfig):
         self.ignore_index = ignore_index
         self.visual_chunk_size = visual_chunk_size
         self.original_rope_precision = original_rope_precision
+        self.original_rope_inv_freq_dtype = original_rope_inv_freq_dtype
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @property
