@@ -103,7 +103,8 @@ def tiny_config(vocab_size: int, qformer_vocab_size: int, compress_type: str | N
                             num_hidden_layers=QFORMER_LAYERS, num_attention_heads=QFORMER_HEADS,
                             intermediate_size=QFORMER_FFN, encoder_hidden_size=VISION["hidden_size"],
                             cross_attention_frequency=2, max_position_embeddings=64),
-        text_config=dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2, **TEXT),
+        text_config={**dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2, **TEXT),
+                     **overrides.pop("text_config", {})},
         num_query_tokens=NUM_QUERY,
         compress_type=compress_type,
         image_token_index=vocab_size,
@@ -142,6 +143,12 @@ def make_model(processor: LlamaVidProcessor, seed: int = 0, **overrides) -> Llam
         for name, param in model.named_parameters():
             if name.endswith("bias") or "query_tokens" in name or "q_bias" in name or "v_bias" in name:
                 param.normal_(0.0, 0.2)
+            elif "context_query_projector.weight" in name or "context_key_projector.weight" in name:
+                param.normal_(0.0, 0.3)  # peaked context attention, so the question visibly matters
+            elif "qformer.embeddings" in name and name.endswith("embeddings.weight"):
+                param.normal_(0.0, 1.0)  # text as strong as the queries inside the Q-Former
+            elif "qformer" in name and "attention.attention" in name and name.endswith("weight"):
+                param.normal_(0.0, 0.3)
     return model
 
 
