@@ -90,3 +90,12 @@ def build_writer(args: argparse.Namespace) -> Writer:
 
 def build_renderer(args: argparse.Namespace) -> Renderer:
     return RENDERERS[args.renderer].build(args)
+
+
+# ------------------------------------------------------------- LLM writer: any OpenAI-compatible endpoint
+# (options and building live in moviellm_data/llm/options.py, which imports no openai code)
+from .llm.options import add_openai_writer_arguments, build_openai_writer  # noqa: E402
+
+register_writer(Backend("openai", "an LLM behind any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, "
+                                  "llama.cpp); see the openai writer options", add_openai_writer_arguments,
+                        build_openai_writer))

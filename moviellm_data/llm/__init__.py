@@ -1,1 +1,19 @@
+"""Chat client for any OpenAI-compatible endpoint: structured output, retries, cache, cost.
 
+- :mod:`.client`: :class:`ChatClient` / :class:`ChatSettings` / :class:`ChatCall` (validated answers);
+- :mod:`.cache`: the SQLite answer cache; :mod:`.cost`: prices, usage, the spending guard;
+- :mod:`.retry`: backoff and Retry-After; :mod:`.redact`: secrets out of every message;
+- :mod:`.story`: what each level of story expansion must answer; :mod:`.options`: the CLI backend.
+
+Importing this package does not import ``openai``; opening a :class:`ChatClient` does.
+"""
+
+from .cache import ResponseCache
+from .client import ChatCall, ChatClient, ChatResult, ChatSettings, LLMFatalError, RequestFailed
+from .cost import Price, Usage, price_for
+from .retry import RetryPolicy
+
+__all__ = [
+    "ChatCall", "ChatClient", "ChatResult", "ChatSettings", "LLMFatalError", "Price", "RequestFailed",
+    "ResponseCache", "RetryPolicy", "Usage", "price_for",
+]
