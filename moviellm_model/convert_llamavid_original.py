@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,13 +85,15 @@ def _torch_load(path: Path) -> dict[str, Any]:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - turned into one sentence for the user
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+        text = str(error)
+        if "Unsupported global" in text:
             raise ConversionError(
                 f"{path} holds Python objects besides tensors, which could only be read by running pickle code; "
                 "this converter reads weights only."
             ) from None
-        raise ConversionError(f"{path} could not be read as a PyTorch checkpoint ({message}).") from None
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        detail = detail[0].strip() if detail and detail[0].strip() else type(error).__name__
+        raise ConversionError(f"{path} could not be read as a PyTorch checkpoint ({detail}).") from None
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -307,6 +311,11 @@ def _qformer_config(state: dict[str, torch.Tensor], prefix: str, bert_config: di
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+_TOKENIZER_FILES = (
+    "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+)
+
+
 def _load_llama_tokenizer(src: Path):
     from transformers import AutoTokenizer
 
@@ -321,10 +330,16 @@ def _load_llama_tokenizer(src: Path):
                 f"{src} ships its Llama tokenizer as a SentencePiece model (tokenizer.model); reading it needs "
                 "`pip install sentencepiece protobuf`."
             ) from None
-    try:
-        return AutoTokenizer.from_pretrained(str(src), use_fast=True)
-    except Exception as error:  # noqa: BLE001
-        raise ConversionError(f"The Llama tokenizer in {src} could not be loaded ({error}).") from None
+    # Load from a copy of the tokenizer files only: the folder's config.json (model_type "llava", 4.31 keys) must not
+    # be parsed by AutoConfig.
+    with tempfile.TemporaryDirectory() as folder:
+        for name in _TOKENIZER_FILES:
+            if (src / name).is_file():
+                shutil.copy(src / name, Path(folder) / name)
+        try:
+            return AutoTokenizer.from_pretrained(folder)
+        except Exception as error:  # noqa: BLE001
+            raise ConversionError(f"The Llama tokenizer in {src} could not be loaded ({error}).") from None
 
 
 def _load_bert_tokenizer(bert: Path):
