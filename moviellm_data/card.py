@@ -1,9 +1,23 @@
-"""The dataset card (README.md) of a movie dataset folder, from the manifest and the recipe."""
+"""Dataset and model cards (README.md): YAML metadata the Hub reads, statistics, provenance, how to load.
+
+The card of a movie dataset is rewritten at the end of every ``moviellm generate`` (cheap: it reads only
+the manifest and ``pipeline.yaml``) and again by ``moviellm push`` with the repository id and the
+dataset's contact sheet (``contact_sheet.png``, drawn at push time because it decodes frames).
+
+A card moviellm writes ends with a seal (an HTML comment holding a digest of the text above it). A card
+whose seal no longer matches was edited by hand: it is never overwritten, only checked and uploaded as
+it is, so nothing a person wrote is lost.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -11,10 +25,25 @@ import yaml
 
 from cards import template
 
+from . import __version__
+from .errors import MovieLLMError
 from .features import movie_features
-from .shards import ManifestEntry
+from .shards import MANIFEST_NAME, ManifestEntry, read_manifest
+
+logger = logging.getLogger(__name__)
 
 SHARD_PATTERN = "movies-*.tar"
+CARD_NAME = "README.md"
+RECIPE_NAME = "pipeline.yaml"
+CONTACT_SHEET_NAME = "contact_sheet.png"
+_SEAL = re.compile(r"\n<!-- moviellm card ([0-9a-f]{16}) -->\n\Z")
+
+
+class CardError(MovieLLMError, ValueError):
+    """A dataset or model card cannot be read, parsed or written."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
 
 
 def size_category(n: int) -> str:
@@ -25,18 +54,163 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def front_matter(entries: list[ManifestEntry], recipe: dict, pretty_name: str, license: str = "cc-by-4.0") -> dict:
-    """YAML metadata the Hub reads: license, tags, tasks, size, configs with data_files, explicit features."""
+def seal(text: str) -> str:
+    """Append the digest that marks ``text`` as written by moviellm and not edited since."""
+    body = text.rstrip("\n") + "\n"
+    return f"{body}\n<!-- moviellm card {hashlib.sha256(body.encode()).hexdigest()[:16]} -->\n"
+
+
+def is_unedited(text: str) -> bool:
+    """True when ``text`` carries a seal that still matches it (moviellm wrote it, nobody changed it)."""
+    match = _SEAL.search(text)
+    if not match:
+        return False
+    body = text[: match.start()]
+    return hashlib.sha256(body.encode()).hexdigest()[:16] == match.group(1)
+
+
+def write_card(path: str | Path, text: str) -> bool:
+    """Write a sealed card atomically unless the card there was edited by hand.
+
+    Returns True when ``path`` now holds ``text``; False when a hand-edited card was kept.
+    """
+    path = Path(path)
+    text = seal(text) if not is_unedited(text) else text
+    if path.exists():
+        current = path.read_text(encoding="utf-8", errors="replace")
+        if current == text:
+            return True
+        if not is_unedited(current):
+            logger.warning("%s was edited by hand; it is kept as it is and not rewritten.", path)
+            return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+def render(template_name: str, metadata: dict, **fields) -> str:
+    """Fill a card template from ``cards/``: ``metadata`` becomes the YAML front matter."""
+    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip()
+    return Template(template(template_name)).substitute(front_matter=front, **fields)
+
+
+def load_card(path: str | Path, kind: str = "dataset"):
+    """Parse a card with huggingface_hub's ``DatasetCard`` (or ``ModelCard``); one sentence if it fails."""
+    from huggingface_hub import DatasetCard, ModelCard
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CardError(f"{path} does not exist; write the card first (`moviellm generate` writes it).") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CardError(f"cannot read the card {path} ({err}); restore it or delete it so moviellm writes a new one.") from None
+    cls = DatasetCard if kind == "dataset" else ModelCard
+    if not text.startswith("---"):
+        raise CardError(f"{path} has no YAML header (a block between '---' lines at the top); "
+                        "restore it or delete the file so moviellm writes a new one.")
+    try:
+        card = cls(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 2}" if where is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise CardError(f"the YAML header of {path} does not parse ({problem}{line}); "
+                        "fix it, or delete the file so moviellm writes a new one.") from None
+    except (ValueError, TypeError) as err:
+        raise CardError(f"the YAML header of {path} is not valid card metadata ({err}); "
+                        "fix it, or delete the file so moviellm writes a new one.") from None
+    return card
+
+
+def card_features(card):
+    """The ``datasets.Features`` that a dataset card declares (``dataset_info.features``)."""
     import datasets
 
+    info = card.data.to_dict().get("dataset_info") or {}
+    if isinstance(info, list):
+        info = info[0] if info else {}
+    if "features" not in info:
+        raise CardError("the dataset card declares no dataset_info.features.")
+    return datasets.Features._from_yaml_list(info["features"])
+
+
+def _describe(settings: dict | None) -> str:
+    if not settings:
+        return "unknown"
+    name = settings.get("name", "?")
+    rest = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "name" and v not in (None, "", [], {}))
+    return f"{name} ({rest})" if rest else str(name)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _table(rows: Iterable[tuple[str, object]]) -> str:
+    return "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+# ------------------------------------------------------------------------------------ movie datasets
+
+
+def _members_of_first_sample(root: Path, entries: Sequence[ManifestEntry]) -> set[str]:
+    """Member extensions of the dataset's first sample, read from tar headers only (no data is read).
+
+    Every sample carries the same members, and `datasets` drops members the card's features leave out.
+    """
+    import tarfile
+
+    if not entries:
+        return set()
+    shard = Path(root) / entries[0].shard
+    members: set[str] = set()
+    try:
+        with tarfile.open(shard, mode="r:") as tar:
+            first = None
+            for info in tar:
+                key, _, ext = os.path.basename(info.name).partition(".")
+                if first is None:
+                    first = key
+                if key != first:
+                    break
+                members.add(ext)
+    except (OSError, tarfile.TarError):
+        return set()
+    return members
+
+
+def front_matter(entries: list[ManifestEntry], recipe: dict, pretty_name: str, license: str = "cc-by-4.0",
+                 root: Path | None = None) -> dict:
+    """YAML metadata the Hub reads: license, tags, tasks, size, configs with data_files, explicit features.
+
+    ``root`` (the dataset folder) lets the features include members beyond json and mp4 (a style embedding).
+    """
+    import datasets
+
+    with_style = "style.safetensors" in _members_of_first_sample(root, entries) if root is not None else False
     info = datasets.DatasetInfo(
-        features=movie_features(),
+        features=movie_features(with_style=with_style),
         splits=[{"name": "train", "num_bytes": sum(e.bytes for e in entries), "num_examples": len(entries)}],
     )
     return {
         "pretty_name": pretty_name,
         "license": license,
         "language": ["en"],
+        "annotations_creators": ["machine-generated"],
+        "language_creators": ["machine-generated"],
+        "source_datasets": ["original"],
         "tags": ["synthetic", "video", "long-video", "movies", "webdataset", "moviellm"],
         "task_categories": ["video-text-to-text", "visual-question-answering"],
         "size_categories": [size_category(len(entries))],
@@ -47,59 +221,250 @@ def front_matter(entries: list[ManifestEntry], recipe: dict, pretty_name: str, l
     }
 
 
-def dataset_card_text(entries: list[ManifestEntry], recipe: dict, repo_or_path: str, pretty_name: str | None = None) -> str:
-    """Render the card from the template in ``cards/dataset_card.md``."""
-    settings = recipe.get("recipe", {})
+@dataclass(frozen=True)
+class MovieStatistics:
+    """What a movie dataset holds, from its manifest alone (no shard is opened)."""
+
+    movies: int
+    frames: int
+    frames_min: int
+    frames_max: int
+    qa_by_type: dict[str, int]
+    genres: list[tuple[str, int]]
+    shards: int
+    bytes: int
+
+    @classmethod
+    def of(cls, entries: Sequence[ManifestEntry]) -> MovieStatistics:
+        qa: Counter = Counter()
+        for e in entries:
+            qa.update(e.qa or {})
+        frames = [e.frames for e in entries] or [0]
+        return cls(
+            movies=len(entries),
+            frames=sum(frames),
+            frames_min=min(frames),
+            frames_max=max(frames),
+            qa_by_type=dict(sorted(qa.items())),
+            genres=Counter(e.genre for e in entries if e.genre).most_common(),
+            shards=len({e.shard for e in entries}),
+            bytes=sum(e.bytes for e in entries),
+        )
+
+    @property
+    def qa_total(self) -> int:
+        return sum(self.qa_by_type.values())
+
+    def rows(self, resolution: str | None = None) -> list[tuple[str, object]]:
+        per_movie = (f"{self.frames_min}" if self.frames_min == self.frames_max
+                     else f"{self.frames_min}-{self.frames_max} (mean {self.frames / max(1, self.movies):.0f})")
+        qa_types = ", ".join(f"{k} {v}" for k, v in self.qa_by_type.items()) or "none"
+        genres = ", ".join(f"{g} {n} ({100 * n / max(1, self.movies):.0f}%)" for g, n in self.genres) or "none"
+        rows = [
+            ("movies", self.movies),
+            ("keyframes (1 per second)", f"{self.frames} ({_duration(self.frames)} of video)"),
+            ("keyframes per movie", per_movie),
+            ("QA pairs", f"{self.qa_total} ({qa_types})"),
+            ("QA pairs per movie", f"{self.qa_total / max(1, self.movies):.1f}"),
+            ("genres", genres),
+        ]
+        if resolution:
+            rows.append(("frame size", resolution))
+        rows.append(("shards", f"{self.shards} ({human_bytes(self.bytes)})"))
+        return rows
+
+
+def provenance_lines(recipe: dict) -> str:
+    """The recipe as a bullet list: who wrote, who drew, how it was encoded, with which package."""
+    settings = recipe.get("recipe") or {}
+    video = settings.get("video") or {}
+    themes = settings.get("themes")
+    lines = [
+        f"- made with moviellm {recipe.get('moviellm_version', '?')}"
+        + (f", started {recipe['created_at']}" if recipe.get("created_at") else ""),
+        f"- writer: {_describe(settings.get('writer'))}",
+        f"- renderer: {_describe(settings.get('renderer'))}",
+        f"- video: {video.get('codec', 'h264')} in {video.get('container', 'mp4')}, {video.get('fps', 1)} frame per second"
+        + (f", crf {video['crf']}" if "crf" in video else ""),
+        f"- run seed: {settings.get('seed', '?')}; themes: "
+        + (", ".join(themes[:10]) + (f" and {len(themes) - 10} more" if len(themes) > 10 else "") if themes
+           else "the built-in theme list"),
+    ]
+    return "\n".join(lines)
+
+
+def _resolution(recipe: dict) -> str | None:
+    renderer = (recipe.get("recipe") or {}).get("renderer") or {}
+    if renderer.get("width") and renderer.get("height"):
+        return f"{renderer['width']} x {renderer['height']}"
+    return None
+
+
+def dataset_card_text(entries: list[ManifestEntry], recipe: dict, repo_or_path: str, pretty_name: str | None = None,
+                      contact_sheet: str | None = None, root: Path | None = None) -> str:
+    """The card of a movie dataset from the template ``cards/dataset_card.md`` (unsealed)."""
     pretty_name = pretty_name or "Synthetic movies (moviellm)"
-    qa = Counter()
-    for e in entries:
-        qa.update(e.qa or {})
-    genres = Counter(e.genre for e in entries if e.genre)
-    total_bytes = sum(e.bytes for e in entries)
-    meta = yaml.safe_dump(front_matter(entries, recipe, pretty_name), sort_keys=False, allow_unicode=True).strip()
-    frames = [e.frames for e in entries]
-    return Template(template("dataset_card.md")).substitute(
-        front_matter=meta,
+    stats = MovieStatistics.of(entries)
+    sheet = (f"\n![Contact sheet: frames spread over the first movies]({contact_sheet})\n" if contact_sheet else "")
+    settings = recipe.get("recipe") or {}
+    return render(
+        "dataset_card.md",
+        front_matter(entries, recipe, pretty_name, root=root),
         pretty_name=pretty_name,
-        movies=len(entries),
-        frames=sum(frames),
-        frames_per_movie=f"{min(frames)}-{max(frames)}" if frames and min(frames) != max(frames) else (frames[0] if frames else 0),
-        qa_total=sum(qa.values()),
-        qa_by_type=", ".join(f"{k}: {v}" for k, v in sorted(qa.items())) or "none",
-        genres=", ".join(f"{g} {n}" for g, n in genres.most_common()) or "none",
-        shards=len({e.shard for e in entries}),
-        size=_human_bytes(total_bytes),
-        writer=_describe(settings.get("writer", {})),
-        renderer=_describe(settings.get("renderer", {})),
-        repo_or_path=repo_or_path,
+        contact_sheet=sheet,
+        statistics=_table(stats.rows(_resolution(recipe))),
+        load_path=repo_or_path,
+        export_command=(f"moviellm pull {repo_or_path} --out movies && moviellm export llamavid movies --out llamavid-data"
+                        if "/" in repo_or_path and not Path(repo_or_path).exists()
+                        else f"moviellm export llamavid {repo_or_path} --out llamavid-data"),
+        provenance=provenance_lines(recipe),
         command=recipe.get("command") or "(made through the Python API)",
+        recipe_yaml=yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, width=1000).strip(),
     )
 
 
 def write_dataset_card(root: Path, entries: list[ManifestEntry], recipe: dict, repo_id: str | None = None) -> Path:
-    """Write ``README.md`` in the dataset folder (atomically) and return its path."""
+    """Write ``README.md`` in a movie dataset folder (atomically) and return its path.
+
+    Cheap: reads nothing but its arguments. The contact sheet is referenced when ``contact_sheet.png``
+    exists (``moviellm push`` and :func:`refresh_card` draw it). A card edited by hand is kept.
+    """
     root = Path(root)
-    text = dataset_card_text(entries, recipe, repo_or_path=repo_id or str(root))
-    path = root / "README.md"
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return path
-    tmp = root / f".README.md.{os.getpid()}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    sheet = CONTACT_SHEET_NAME if (root / CONTACT_SHEET_NAME).exists() else None
+    text = dataset_card_text(entries, recipe, repo_or_path=repo_id or str(root), contact_sheet=sheet, root=root)
+    path = root / CARD_NAME
+    write_card(path, text)
     return path
 
 
-def _describe(settings: dict) -> str:
-    if not settings:
-        return "unknown"
-    name = settings.get("name", "?")
-    rest = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "name")
-    return f"{name} ({rest})" if rest else name
+def read_recipe(root: str | Path) -> dict:
+    """``pipeline.yaml`` of a dataset folder ({} when absent); one sentence when it does not parse."""
+    path = Path(root) / RECIPE_NAME
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        raise CardError(f"{path} is not valid YAML; restore it from where the dataset came from.") from None
+    if not isinstance(data, dict):
+        raise CardError(f"{path} is not a recipe (a YAML mapping); restore it from where the dataset came from.")
+    return data
 
 
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+def dataset_kind(root: str | Path) -> str:
+    """What a dataset folder holds: "movies" (moviellm generate), or the kind its recipe names."""
+    return str(read_recipe(root).get("kind") or "movies")
+
+
+def refresh_card(root: str | Path, repo_id: str | None = None, contact_sheet: bool = True) -> Path:
+    """Rewrite a dataset folder's card for publishing: with the repository id and, for movies, a contact sheet.
+
+    A hand-edited card is left as it is. Returns the card's path.
+    """
+    root = Path(root)
+    kind = dataset_kind(root)
+    if kind == "movies":
+        entries = read_manifest(root / MANIFEST_NAME)
+        if not entries:
+            raise CardError(f"{root / MANIFEST_NAME} lists no movies; run `moviellm generate --out {root}` first.")
+        if contact_sheet:
+            from .preview import write_dataset_contact_sheet
+
+            write_dataset_contact_sheet(root)
+        return write_dataset_card(root, entries, read_recipe(root), repo_id=repo_id)
+    writers = {"movie_qa_bench": "builders.movie_qa_bench", "video_qa": "builders.video_qa"}
+    if kind not in writers:
+        raise CardError(f"{root / RECIPE_NAME} names an unknown dataset kind {kind!r}; "
+                        f"moviellm publishes {', '.join(['movies', *writers])}.")
+    import importlib
+
+    return importlib.import_module(writers[kind]).write_card(root, repo_id=repo_id)
+
+
+# ------------------------------------------------------------------------------------------ model card
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluation result for the model card's ``model-index``.
+
+    ``task_type`` is a Hub task id (e.g. "visual-question-answering", "video-text-to-text");
+    ``dataset_type`` the dataset's Hub id; ``metric_type`` e.g. "accuracy" or "gpt_score".
+    """
+
+    task_type: str
+    dataset_type: str
+    dataset_name: str
+    metric_type: str
+    metric_value: float
+    metric_name: str | None = None
+    dataset_split: str | None = None
+    judge: str | None = None  # e.g. "gpt-3.5-turbo-0125": GPT-judged numbers drift with the judge
+
+    def to_eval_result(self):
+        from huggingface_hub import EvalResult
+
+        return EvalResult(task_type=self.task_type, dataset_type=self.dataset_type, dataset_name=self.dataset_name,
+                          metric_type=self.metric_type, metric_value=self.metric_value,
+                          metric_name=self.metric_name, dataset_split=self.dataset_split,
+                          metric_config=f"judge={self.judge}" if self.judge else None)
+
+
+_DEFAULT_USAGE = """from transformers import AutoModelForImageTextToText, AutoProcessor
+
+model = AutoModelForImageTextToText.from_pretrained("{repo}")
+processor = AutoProcessor.from_pretrained("{repo}")"""
+
+
+def model_card_text(model_name: str, *, repo_id: str | None = None, base_model: str | None = None,
+                    datasets: Sequence[str] = (), results: Sequence[EvalRow] = (), license: str = "apache-2.0",
+                    description: str = "", model_facts: Sequence[tuple[str, object]] = (), training: str = "",
+                    usage: str | None = None, tags: Sequence[str] = (), limitations: str = "") -> str:
+    """A model card (unsealed) from ``cards/model_card.md`` with a ``model-index`` of ``results``."""
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(
+        model_name=model_name,
+        license=license,
+        base_model=base_model,
+        datasets=list(datasets) or None,
+        library_name="transformers",
+        pipeline_tag="video-text-to-text",
+        tags=["llama-vid", "moviellm", "video", "long-video", *tags],
+        eval_results=[r.to_eval_result() for r in results] or None,
+    )
+    metadata = data.to_dict()
+    if results:
+        table = ["| benchmark | metric | value | judge |", "|---|---|---|---|"]
+        table += [f"| {r.dataset_name} | {r.metric_name or r.metric_type} | {r.metric_value} | {r.judge or '-'} |"
+                  for r in results]
+        evaluation = "\n".join(table)
+    else:
+        evaluation = "Not evaluated yet."
+    return render(
+        "model_card.md",
+        metadata,
+        model_name=model_name,
+        description=description or f"{model_name}: LLaMA-VID as Hugging Face model classes, made with moviellm.",
+        model_facts=("| | |\n|---|---|\n" + _table(model_facts)) if model_facts else "-",
+        training=training or "-",
+        evaluation=evaluation,
+        usage=usage or _DEFAULT_USAGE.format(repo=repo_id or model_name),
+        limitations=limitations or "GPT-judged scores depend on the judge model and its version; compare "
+                                   "numbers only when the judge is the same.",
+    )
+
+
+def write_model_card(folder: str | Path, model_name: str, **kwargs) -> Path:
+    """Write ``README.md`` into a saved model folder (kept if edited by hand) and check that it parses."""
+    path = Path(folder) / CARD_NAME
+    write_card(path, model_card_text(model_name, **kwargs))
+    load_card(path, kind="model")
+    return path
+
+
+__all__ = [
+    "CardError", "EvalRow", "MovieStatistics", "card_features", "dataset_card_text", "dataset_kind", "front_matter",
+    "is_unedited", "load_card", "model_card_text", "read_recipe", "refresh_card", "render", "seal", "size_category",
+    "write_card", "write_dataset_card", "write_model_card",
+]
