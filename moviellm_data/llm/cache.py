@@ -62,6 +62,9 @@ class ResponseCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL still survives a killed process (what resuming needs); only a power cut
+            # can lose the last answers. FULL would fsync every answer and dominate the run's CPU time.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
             stored = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()

@@ -22,6 +22,7 @@ one call raises :class:`RequestFailed` with one readable reason. No message cont
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -122,7 +123,7 @@ class ChatCall:
     check: Callable[[Any], list[str]] | None = None
 
     def schema(self) -> dict:
-        return strict_json_schema(self.response_model)
+        return _schema_of(self.response_model)
 
 
 @dataclass
@@ -443,6 +444,12 @@ class ChatClient:
     def _short(self, text: object, limit: int = 300) -> str:
         clean = " ".join(self.redact(text).split())
         return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_of(model: type[BaseModel]) -> dict:
+    # Answer models are built once per shape (see moviellm_data.llm.story), so their schemas are too.
+    return strict_json_schema(model)
 
 
 def _token_counts(response) -> tuple[int, int]:

@@ -267,6 +267,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeOpenAI
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; no 40 ms delayed-ACK stall
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
