@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import string
 import time
 from collections.abc import Callable
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 StructuredMode = Literal["auto", "json_schema", "json_object", "text"]
 # Fallback order when an endpoint rejects a response_format.
 _MODES = ("json_schema", "json_object", "text")
+# What a server says when it rejects a response_format (OpenAI, vLLM, llama.cpp, Ollama phrasings).
+_FORMAT_REJECTION = re.compile(r"response_format|json_schema|json_object|schema|structured|json mode", re.IGNORECASE)
 # Model families that take max_completion_tokens instead of max_tokens.
 _COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
@@ -251,6 +254,8 @@ class ChatClient:
             refusal = getattr(choice.message, "refusal", None)
             if refusal:
                 raise RequestFailed(f"{call.label}: the model refused to answer ({self._short(refusal)})")
+            if choice.finish_reason == "content_filter":
+                raise RequestFailed(f"{call.label}: the endpoint's content filter stopped the answer")
             try:
                 data = extract_json(content)
                 value = self._validate(call, data)
@@ -396,8 +401,14 @@ class ChatClient:
             await asyncio.sleep(remaining)
 
     def _fall_back(self, mode: str, err) -> bool:
-        """Switch to the next simpler response format after the endpoint rejected ``mode``."""
+        """Switch to the next simpler response format after the endpoint rejected ``mode``.
+
+        Only a rejection that is about the format counts (it names response_format, the schema or
+        JSON); a 400 about anything else, say an unsupported temperature, is reported as it is.
+        """
         if self.settings.structured != "auto" or mode == "text":
+            return False
+        if not _FORMAT_REJECTION.search(f"{getattr(err, 'param', '') or ''} {self._server_message(err)}"):
             return False
         if self._mode != mode:
             return True  # another request already switched; just ask again

@@ -5,7 +5,8 @@ machine-checked constraints line that every prompt of the LLM writer ends with (
 places) and writes a fitting JSON answer, so one server serves movies of any size. Faults are injected
 by rules (:class:`Fault`) matched on the level, the theme and whether the request is a repair round:
 429 with Retry-After, 500, a read timeout, malformed JSON, JSON that breaks the schema, JSON that
-breaks the story's consistency, a truncated answer (finish_reason "length"), a non-JSON body.
+breaks the story's consistency, a truncated answer (finish_reason "length"), a non-JSON body, a 401,
+a 400 about something other than the response format.
 
 It counts what the writer's accounting must match: requests, prompt and completion tokens, requests
 in flight. Only the Python standard library is used.
@@ -26,7 +27,7 @@ PLACES = ["harbour", "old library", "market", "lighthouse", "train station", "ga
 CAST = [("Mara", "main", "a woman who looks like Emma Stone", "red"),
         ("Leo", "main", "a man who looks like Ryan Gosling", "blue"),
         ("Ida", "supporting", "an old woman who looks like Judi Dench", "green")]
-FAULT_KINDS = ("429", "500", "timeout", "malformed", "schema", "inconsistent", "length", "garbage", "401")
+FAULT_KINDS = ("429", "500", "timeout", "malformed", "schema", "inconsistent", "length", "garbage", "401", "400")
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Record:
     schema_in_prompt: bool
     max_tokens: int | None
     seed: int | None
+    body: dict | None = None  # the parsed request, when the server keeps bodies
     fault: str | None = None
     status: int = 200
     finished: float = 0.0
@@ -93,17 +95,20 @@ class FakeOpenAI:
         fence_text: wrap plain-text answers in ```json fences, as chatty models do.
         echo_key: on a wrong key, echo the whole received key in the error message (worst case for leaks).
         model: the model name reported in responses (default: the requested one plus a snapshot suffix).
+        keep_bodies: keep every parsed request in its :class:`Record` (for tests that inspect them).
     """
 
     def __init__(self, api_key: str = "sk-test-loopback-0123456789abcdef", latency: float = 0.0,
                  supports: tuple[str, ...] = ("json_schema", "json_object"), fence_text: bool = True,
-                 echo_key: bool = False, model: str | None = None, faults: list[Fault] | None = None) -> None:
+                 echo_key: bool = False, model: str | None = None, faults: list[Fault] | None = None,
+                 keep_bodies: bool = False) -> None:
         self.api_key = api_key
         self.latency = latency
         self.supports = supports
         self.fence_text = fence_text
         self.echo_key = echo_key
         self.model = model
+        self.keep_bodies = keep_bodies
         self.faults: list[Fault] = list(faults or [])
         self.records: list[Record] = []
         self.totals = Totals()
@@ -183,7 +188,8 @@ class FakeOpenAI:
         fmt = (request.get("response_format") or {}).get("type")
         system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
         record = Record(received, level, theme, repair, fmt, '"properties"' in system,
-                        request.get("max_tokens") or request.get("max_completion_tokens"), request.get("seed"))
+                        request.get("max_tokens") or request.get("max_completion_tokens"), request.get("seed"),
+                        request if self.keep_bodies else None)
         with self._lock:
             self.records.append(record)
             self.totals.requests += 1
@@ -214,6 +220,9 @@ class FakeOpenAI:
         if fault is not None and fault.kind == "500":
             return reply(500, _error("The server had an error while processing your request."),
                          {"Retry-After": fault.retry_after} if fault.retry_after else {})
+        if fault is not None and fault.kind == "400":
+            return reply(400, _error("Unsupported value: 'temperature' does not support 0.7 with this model.",
+                                     param="temperature"))
         if fault is not None and fault.kind == "garbage":
             return reply(200, b"<html>upstream proxy error</html>")
 

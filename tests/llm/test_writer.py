@@ -89,20 +89,25 @@ def test_each_fault_costs_exactly_one_more_attempt(server, kind, level):
         assert retried[1].max_tokens == 2 * retried[0].max_tokens and not retried[1].repair
 
 
-def test_repair_round_shows_the_validation_errors():
-    seen = []
-
-    class Spy(FakeOpenAI):
-        def handle(self, headers, body):
-            seen.append(body)
-            return super().handle(headers, body)
-
-    with Spy() as server:
+def test_schemas_pin_the_outline_names_and_repairs_show_the_errors():
+    with FakeOpenAI(keep_bodies=True) as server:
         server.add_fault("inconsistent", level="shots")
-        write(LLMWriter(settings_for(server), size="1x1x2"), 1)
-    repair = [b for b in seen if b"assistant" in b]
-    assert len(repair) == 1
-    assert b"is not of the form" in repair[0] and b"Mara stands somewhere" in repair[0]
+        scripts, _ = write(LLMWriter(settings_for(server), size="1x1x2"), 1)
+    (script,) = scripts.values()
+    shots = [r.body for r in server.records if r.level == "shots"]
+    schema = shots[0]["response_format"]["json_schema"]
+    assert schema["strict"] is True
+    keyframe = schema["schema"]["$defs"]["Keyframe"]["properties"]
+    assert keyframe["location"]["enum"] == script.locations
+    assert keyframe["characters"]["items"]["enum"] == [c.name for c in script.characters]
+    scenes = next(r.body for r in server.records if r.level == "scenes")
+    scene_plan = scenes["response_format"]["json_schema"]["schema"]["$defs"]["ScenePlan"]["properties"]
+    assert scene_plan["location"]["enum"] == script.acts[0].locations
+    # The repair round carries the rejected answer and the list of problems.
+    repair = shots[1]["messages"]
+    assert [m["role"] for m in repair] == ["system", "user", "assistant", "user"]
+    assert "Mara stands somewhere" in repair[2]["content"]
+    assert "is not of the form 'at the <place>" in repair[3]["content"]
 
 
 def test_retry_after_is_honoured(server):
@@ -145,6 +150,16 @@ def test_attempts_are_bounded_and_failures_carry_their_reason(server):
     assert len(sent("doomed by bad answers", "shots")) == 3
     assert [r.max_tokens for r in sent("doomed by length", "outline")] == [4096, 8192, 16384]
     assert writer.attempts == server.totals.requests <= 4 + (1 + 1 + 3 + 1) + 3 + requests_per_movie(1, 1)
+
+
+def test_a_bad_request_about_something_else_is_not_mistaken_for_a_format_problem(server):
+    server.add_fault("400", level="scenes")
+    writer = LLMWriter(settings_for(server), size="1x1x2")
+    scripts, failures = write(writer, 1)
+    (failure,) = failures.values()
+    assert "act 1 scenes: the endpoint answered HTTP 400 (Unsupported value: 'temperature'" in failure.reason
+    assert writer.structured_mode == "json_schema"
+    assert len([r for r in server.records if r.level == "scenes"]) == 1  # a 400 is not retried
 
 
 @pytest.mark.parametrize("supports,mode", [(("json_object",), "json_object"), ((), "text")])
