@@ -1,5 +1,8 @@
-"""Fixtures for the loopback Hub. ``hub_server.py`` is importable from any test as ``hub_server``
-(this folder is put on sys.path), so other test folders can start their own server."""
+"""Fixtures for the loopback Hub.
+
+Other test folders start their own server with ``from tests.hub.hub_server import HubServer`` (or
+``import hub_server`` once this folder is on sys.path, as it is after this conftest loads).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hub_server import FAKE_TOKEN, HubServer  # noqa: E402
+from tests.hub.hub_server import FAKE_TOKEN, HubServer  # noqa: E402
 
 
 @pytest.fixture

@@ -7,16 +7,12 @@ into other tests.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hub_server import HubServer  # noqa: E402
-from publish_support import make_movies  # noqa: E402
+from tests.hub.hub_server import HubServer
+from tests.publish.publish_support import make_movies
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 from PIL import Image
-from publish_support import cli
+from tests.publish.publish_support import cli
 
 from moviellm_data.preview import contact_sheet, evenly_spaced, frames_at
 from moviellm_data.shards import read_movies

@@ -8,7 +8,7 @@ import shutil
 from collections import Counter
 
 import pytest
-from publish_support import cli, python
+from tests.publish.publish_support import cli, python
 from huggingface_hub import HfApi
 
 from moviellm_data.shards import iter_tar_samples
