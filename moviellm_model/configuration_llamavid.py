@@ -170,6 +170,10 @@ class LlamaVidConfig(PretrainedConfig):
         original_rope_inv_freq_dtype (`str`, *optional*, defaults to `"bfloat16"`):
             Dtype in which the original checkpoint stored `rotary_emb.inv_freq` (bf16 for the LLaMA-VID releases,
             float32 for MovieLLM's); only used with `original_rope_precision`.
+        sdpa_backends (`list[str]`, *optional*):
+            Priority order of PyTorch's scaled-dot-product-attention kernels for the language model on CUDA, from
+            "cudnn", "flash", "efficient", "math" (e.g. `["cudnn", "flash", "efficient", "math"]`, the fastest
+            prefill on Hopper). `None` keeps PyTorch's default order. Only the kernel changes, not the result.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embeddings (not in Llama-2).
 
@@ -208,6 +212,7 @@ class LlamaVidConfig(PretrainedConfig):
         visual_chunk_size: int = 64,
         original_rope_precision: str | None = None,
         original_rope_inv_freq_dtype: str = "bfloat16",
+        sdpa_backends: list[str] | None = None,
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ):
@@ -256,6 +261,11 @@ class LlamaVidConfig(PretrainedConfig):
         if original_rope_precision not in (None, "float16", "bfloat16", "float32"):
             raise ValueError("original_rope_precision must be None, 'float16', 'bfloat16' or 'float32'.")
         parse_compress_type(compress_type)  # validates
+        if sdpa_backends is not None:
+            unknown = set(sdpa_backends) - {"cudnn", "flash", "efficient", "math"}
+            if unknown or not sdpa_backends:
+                raise ValueError("sdpa_backends must list some of 'cudnn', 'flash', 'efficient', 'math'.")
+            sdpa_backends = list(sdpa_backends)
 
         self.vision_config = vision_config
         self.qformer_config = qformer_config
@@ -273,6 +283,7 @@ class LlamaVidConfig(PretrainedConfig):
         self.visual_chunk_size = visual_chunk_size
         self.original_rope_precision = original_rope_precision
         self.original_rope_inv_freq_dtype = original_rope_inv_freq_dtype
+        self.sdpa_backends = sdpa_backends
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @property

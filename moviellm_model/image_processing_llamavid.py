@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 import numpy as np
-from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_base import ImageProcessingMixin
 
@@ -31,8 +30,10 @@ class LlamaVidImageProcessorKwargs(TypedDict, total=False):
     do_pad_to_square: bool
 
 
-def to_pil_rgb(image: Any) -> Image.Image:
+def to_pil_rgb(image: Any):
     """PIL image, uint8 array ([H, W, 3], [H, W] or [3, H, W]) or torch tensor -> RGB PIL image."""
+    from PIL import Image  # imported here: the model classes work without Pillow
+
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if hasattr(image, "detach"):  # torch tensor
@@ -49,8 +50,10 @@ def to_pil_rgb(image: Any) -> Image.Image:
     return Image.fromarray(array).convert("RGB")
 
 
-def expand_to_square(image: Image.Image, background_color: tuple[int, int, int]) -> Image.Image:
+def expand_to_square(image, background_color: tuple[int, int, int]):
     """LLaVA's `expand2square`: pad the short side symmetrically (floor on the top/left) with a flat colour."""
+    from PIL import Image
+
     width, height = image.size
     if width == height:
         return image
@@ -115,7 +118,7 @@ class LlamaVidImageProcessor(ImageProcessingMixin):
         """Pad colour of `do_pad_to_square`: `int(255 * mean)` per channel, as LLaVA computes it."""
         return tuple(int(x * 255) for x in self.image_mean)
 
-    def _resize_shortest_edge(self, image: Image.Image) -> Image.Image:
+    def _resize_shortest_edge(self, image):
         target = self.size.get("shortest_edge")
         if target is None:  # explicit {"height", "width"}
             return image.resize((self.size["width"], self.size["height"]), resample=self.resample)
@@ -164,7 +167,7 @@ class LlamaVidImageProcessor(ImageProcessingMixin):
             unknown = ", ".join(sorted(kwargs))
             raise TypeError(f"LlamaVidImageProcessor got unexpected arguments: {unknown}.")
         pad = self.do_pad_to_square if do_pad_to_square is None else do_pad_to_square
-        if isinstance(images, (Image.Image,)) or (hasattr(images, "ndim") and images.ndim in (2, 3)):
+        if hasattr(images, "convert") or (hasattr(images, "ndim") and images.ndim in (2, 3)):
             images = [images]
         arrays = [self.process_one(image, pad) for image in images]
         crop = (3, self.crop_size["height"], self.crop_size["width"])

@@ -25,6 +25,7 @@ videos, then long videos.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -369,6 +370,23 @@ class LlamaVidPreTrainedModel(PreTrainedModel):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
 
 
+_SDPA_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                  "math": "MATH"}
+
+
+def sdpa_priority(backends: Sequence[str] | None, device: torch.device):
+    """Context that makes SDPA try `backends` in this order on CUDA (`config.sdpa_backends`); a no-op otherwise."""
+    if not backends or device.type != "cuda" or torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    chosen = [getattr(SDPBackend, _SDPA_BACKENDS[name]) for name in backends]
+    try:
+        return sdpa_kernel(chosen, set_priority=True)
+    except TypeError:  # torch < 2.6: no priority order, only a set of allowed kernels
+        return sdpa_kernel(chosen)
+
+
 def _placeholder_mask(input_ids: torch.LongTensor, config: LlamaVidConfig) -> torch.Tensor:
     return (input_ids == config.image_token_index) | (input_ids == config.video_token_index)
 
@@ -635,12 +653,13 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
                 inputs_embeds, input_ids == self.config.video_token_index, video_tokens, "video"
             )
 
-        return self.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            **kwargs,
-        )
+        with sdpa_priority(self.config.sdpa_backends, inputs_embeds.device):
+            return self.language_model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                **kwargs,
+            )
 
 
 class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin):
@@ -680,6 +699,29 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
 
     def get_decoder(self):
         return self.model.language_model
+
+    # ---- fast paths ---------------------------------------------------------------------------------------------------
+
+    def compile_blocks(self, vision: bool = True, language_model: bool = True, **compile_kwargs) -> None:
+        """Regional `torch.compile` of the repeated blocks (EVA blocks and/or Llama decoder layers).
+
+        Fuses the norms, activations and residual adds of each block (one compilation serves all blocks of a kind).
+        Use it for feature extraction over many frames and for long prefills; `generate` with
+        `cache_implementation="static"` compiles the whole decoding step itself. `compile_kwargs` go to
+        `torch.compile` (e.g. `mode`, `dynamic`). Undo with `uncompile_blocks()`.
+        """
+        blocks = []
+        if vision:
+            blocks += list(self.model.vision_model.layers)
+        if language_model:
+            blocks += list(self.model.language_model.layers)
+        for block in blocks:
+            block.compile(**compile_kwargs)
+
+    def uncompile_blocks(self) -> None:
+        """Drop what `compile_blocks` set up (eager blocks again)."""
+        for block in list(self.model.vision_model.layers) + list(self.model.language_model.layers):
+            block._compiled_call_impl = None
 
     # Convenience wrappers of the base model's feature methods.
     def get_vision_features(self, pixel_values):
@@ -756,8 +798,12 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
         output = CausalLMOutputWithPast(loss=loss, logits=logits, **extra)
         return output.to_tuple() if return_dict is False else output
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+    def prepare_inputs_for_generation(
+        self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs
+    ):
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
         # Visual inputs are consumed by the prefill; later steps read the cache.
         if not is_first_iteration and kwargs.get("use_cache", True):
             for name in VISUAL_INPUT_NAMES:

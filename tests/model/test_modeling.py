@@ -217,3 +217,41 @@ def test_input_errors(tiny_model, processor):
     with pytest.raises(ValueError, match="not both"):
         tiny_model.model.get_visual_tokens(pixel_values_videos=torch.zeros(1, 3, 28, 28), video_features=features[:, 1:],
                                            qformer_input_ids=torch.tensor([[2, 3], [2, 3]]))
+
+
+def test_generate_from_inputs_embeds_and_device_map(saved_model_dir, tiny_model, processor):
+    inputs = image_inputs(processor)
+    with torch.no_grad():
+        embeds = tiny_model.model.get_input_embeddings()(inputs["input_ids"].masked_fill(
+            inputs["input_ids"] >= tiny_model.config.text_config.vocab_size, 0))
+        image_tokens, _ = tiny_model.get_visual_tokens(pixel_values=inputs["pixel_values"],
+                                                       qformer_input_ids=inputs["qformer_input_ids"],
+                                                       qformer_attention_mask=inputs["qformer_attention_mask"])
+        embeds[inputs["input_ids"] == tiny_model.config.image_token_index] = image_tokens
+    from_ids = tiny_model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    from_embeds = tiny_model.generate(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], max_new_tokens=4,
+                                      do_sample=False)
+    assert torch.equal(from_embeds[0], from_ids[0, -4:])
+    mapped = LlamaVidForConditionalGeneration.from_pretrained(saved_model_dir, device_map="auto").eval()
+    assert {p.device.type for p in mapped.parameters()} == {"cpu"}
+    assert torch.equal(mapped.generate(**inputs, max_new_tokens=4, do_sample=False), from_ids)
+
+
+def test_quantized_loading(saved_model_dir, processor):
+    bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (it needs a CUDA machine)")
+    if not torch.cuda.is_available():
+        pytest.skip("bitsandbytes quantization needs a CUDA device")
+    from transformers import BitsAndBytesConfig
+
+    del bnb
+    model = LlamaVidForConditionalGeneration.from_pretrained(
+        saved_model_dir, quantization_config=BitsAndBytesConfig(load_in_4bit=True), device_map="cuda")
+    inputs = image_inputs(processor).to("cuda")
+    out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_sdpa_backend_option_validated():
+    with pytest.raises(ValueError, match="sdpa_backends"):
+        LlamaVidConfig(sdpa_backends=["fast"])
+    assert LlamaVidConfig(sdpa_backends=["cudnn", "flash"]).sdpa_backends == ["cudnn", "flash"]

@@ -1,0 +1,432 @@
+"""LLaMA-VID inference speed at the real 7B sizes (random weights, bf16): reference and ours in one process.
+
+Figures (the issue "LLaMA-VID as transformers classes"):
+1. EVA-ViT-g frames/s at 224 px. Reference: the original (timm/LAVIS-style) EVA forward written plainly, explicit
+   softmax attention. Ours: `LlamaVidVisionModel` with SDPA, compiled blocks (`model.compile_blocks`).
+2. Visual tokens of a 2-hour movie (7,200 frames: Q-Former + context/content tokens). Reference: the original's
+   64-frame chunks. Ours: 512-frame chunks (`config.visual_chunk_size`). Informative.
+3. Prefill of the movie prompt (14,400 visual tokens + text) through the language model. Reference: transformers'
+   SDPA attention, logits for every position. Ours: `config.sdpa_backends` (cuDNN first), compiled decoder layers,
+   logits for the last position only (what `generate` asks for).
+4. Decode tokens/s at that context. Reference: `generate` with transformers' default (dynamic) cache. Ours:
+   `generate(cache_implementation="static")`, which compiles the decoding step into CUDA graphs.
+5. Peak GPU memory of every phase.
+
+Usage:
+    python3 benchmarks/bench_model.py                 # on an H100: 7B sizes, 7,200 frames
+    python3 benchmarks/bench_model.py --tiny          # CPU smoke run in seconds
+    ... --record [--results PATH]                     # append the entry to benchmarks/RESULTS.md (or PATH)
+The markdown entry is also printed, then the ratios (last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import transformers  # noqa: E402
+from torch import nn  # noqa: E402
+
+from moviellm_model import LlamaVidConfig, LlamaVidForConditionalGeneration  # noqa: E402
+
+# Dense bf16 tensor-core peaks (no sparsity), for the "% of FLOP floor" column.
+PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
+TARGETS = {"eva": 1200.0, "prefill": 0.45, "decode": 100.0}  # frames/s, seconds, tokens/s (issue)
+ISSUE_REFERENCE = {"eva": 927.0, "prefill": 0.51, "decode": 11.5}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reference EVA: the LAVIS/timm structure of the original, written plainly
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class RefAttention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.num_heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias, requires_grad=False), self.v_bias))
+        qkv = F.linear(input=x, weight=self.qkv.weight, bias=qkv_bias)
+        qkv = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = q * self.scale
+        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, -1)
+        return self.proj(x)
+
+
+class RefBlock(nn.Module):
+    def __init__(self, dim, heads, hidden):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = RefAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential()
+        self.mlp.fc1 = nn.Linear(dim, hidden)
+        self.mlp.act = nn.GELU()
+        self.mlp.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class RefEVA(nn.Module):
+    """`VisionTransformer.forward_features` of LLaMA-VID's eva_vit.py (39 blocks, CLS kept, no final norm)."""
+
+    def __init__(self, config):
+        super().__init__()
+        dim, patch = config.hidden_size, config.patch_size
+        self.patch_embed = nn.Sequential()
+        self.patch_embed.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, dim))
+        self.blocks = nn.ModuleList(
+            [RefBlock(dim, config.num_attention_heads, config.intermediate_size) for _ in range(config.num_hidden_layers)]
+        )
+
+    def forward(self, x):
+        x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def load_from(self, ours: nn.Module) -> None:
+        state = {}
+        for key, value in ours.state_dict().items():
+            key = key.replace("embeddings.patch_embedding.", "patch_embed.proj.")
+            key = key.replace("embeddings.class_embedding", "cls_token").replace("embeddings.position_embedding", "pos_embed")
+            state[key.replace("layers.", "blocks.")] = value
+        self.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, warmup=1, iters=3):
+    """Seconds per call (median of `iters` after `warmup`)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+class Peak:
+    """Peak allocated GPU memory (GiB) inside the block."""
+
+    def __init__(self, device):
+        self.device = device
+        self.gib = float("nan")
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.gib = torch.cuda.max_memory_allocated(self.device) / 2**30
+
+
+def fallback(notes: list, label: str, fast, plain):
+    """Run `fast`; if the fast path fails on this machine, say so and run `plain`."""
+    try:
+        return fast()
+    except Exception as error:  # noqa: BLE001 - reported in the results
+        notes.append(f"{label} failed ({type(error).__name__}: {str(error).splitlines()[0][:160]}); fell back")
+        return plain()
+
+
+def eva_flops_per_frame(vc) -> float:
+    tokens = vc.num_patches + 1
+    c, i = vc.hidden_size, vc.intermediate_size
+    per_block = tokens * 2 * (4 * c * c + 2 * c * i) + 4 * tokens * tokens * c
+    return vc.num_hidden_layers * per_block + 2 * vc.num_patches * c * 3 * vc.patch_size**2
+
+
+def peak_tflops(name: str) -> float | None:
+    for key, value in PEAK_TFLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def build_config(tiny: bool) -> LlamaVidConfig:
+    if not tiny:
+        return LlamaVidConfig()  # LLaMA-VID 7B, 224 px, "mean": 2 tokens per frame
+    return LlamaVidConfig(
+        vision_config=dict(image_size=28, patch_size=14, hidden_size=176, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=96),
+        qformer_config=dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=48, encoder_hidden_size=176, max_position_embeddings=64),
+        text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, max_position_embeddings=4096,
+                         rope_parameters={"rope_type": "linear", "factor": 16.0, "rope_theta": 10000.0}),
+        num_query_tokens=4, image_token_index=256, video_token_index=257,
+    )
+
+
+def build_model(config, device, dtype):
+    with torch.device(device):
+        model = LlamaVidForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=dtype)
+    return model.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def run(args) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    compile_blocks = args.compile if args.compile is not None else device.type == "cuda"
+    torch.manual_seed(0)
+    config = build_config(args.tiny)
+    config.visual_chunk_size = 64
+    model = build_model(config, device, dtype)
+    vc, tc = config.vision_config, config.text_config
+    rows: list[tuple[str, str, str, str]] = []  # (figure, reference, ours, unit)
+    results: dict = {"device": device, "memory": {}}
+
+    # 1. EVA frames/s -----------------------------------------------------------------------------------------------
+    pixels = torch.randn(args.eva_batch, 3, vc.image_size, vc.image_size, device=device, dtype=dtype)
+    reference_eva = RefEVA(vc).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    reference_eva.load_from(model.model.vision_model)
+    notes = results.setdefault("notes", [])
+    with torch.no_grad():
+        a, b = model.model.vision_model(pixels[:4]).float(), reference_eva(pixels[:4]).float()
+        notes.append(f"EVA ours vs reference on the same weights: relative difference {float((a - b).norm() / b.norm()):.1e}")
+        with Peak(device) as peak_ref:
+            t_ref = timed(lambda: reference_eva(pixels), device, warmup=1, iters=args.iters)
+        del reference_eva, a, b
+
+        def ours_eva():
+            return timed(lambda: model.model.vision_model(pixels), device, warmup=2 if compile_blocks else 1,
+                         iters=args.iters)
+
+        with Peak(device) as peak_ours:
+            t_ours = fallback(
+                notes, "compiled EVA blocks",
+                lambda: (model.compile_blocks(vision=True, language_model=False), ours_eva())[1] if compile_blocks
+                else ours_eva(),
+                lambda: (model.uncompile_blocks(), ours_eva())[1],
+            )
+    eva_ref, eva_ours = args.eva_batch / t_ref, args.eva_batch / t_ours
+    results["eva"] = (eva_ref, eva_ours)
+    results["memory"]["eva"] = (peak_ref.gib, peak_ours.gib)
+    flops = eva_flops_per_frame(vc)
+    peak = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    floor = f" ({eva_ours * flops / 1e12 / peak:.0%} of the {peak:.0f} TFLOP/s floor)" if peak else ""
+    rows.append(("EVA-ViT-g frames/s", f"{eva_ref:,.0f}", f"{eva_ours:,.0f}{floor}", "frames/s"))
+
+    # 2. Visual tokens of the movie ------------------------------------------------------------------------------------
+    frames = args.frames
+    features = torch.randn(frames, vc.num_patches, vc.hidden_size, device=device, dtype=dtype)
+    qformer_ids = torch.randint(1000 if not args.tiny else 5, 2000 if not args.tiny else 100, (1, 24), device=device)
+    qformer_ids[:, 0], qformer_ids[:, -1] = 101 if not args.tiny else 3, 102 if not args.tiny else 4
+    qformer_mask = torch.ones_like(qformer_ids)
+    with torch.no_grad():
+        def tokens():
+            return model.model.get_long_video_features(features, [frames], qformer_ids, qformer_mask)
+
+        with Peak(device) as peak_ref:
+            config.visual_chunk_size = 64
+            t_tok_ref = timed(tokens, device, warmup=1, iters=max(1, args.iters - 1))
+        with Peak(device) as peak_ours:
+            config.visual_chunk_size = 512
+            t_tok_ours = timed(tokens, device, warmup=1, iters=max(1, args.iters - 1))
+            visual = tokens()  # [2T, C]
+    results["tokens"] = (t_tok_ref, t_tok_ours)
+    results["memory"]["visual tokens"] = (peak_ref.gib, peak_ours.gib)
+    rows.append((f"visual tokens, {frames:,} frames", f"{t_tok_ref:.3f} s", f"{t_tok_ours:.3f} s", "s"))
+    del features
+
+    # 3. Prefill ------------------------------------------------------------------------------------------------------
+    text_before, text_after = 64, 32  # system prompt + movie wrapper; question + "ASSISTANT:"
+    length = text_before + visual.shape[0] + text_after
+    ids = torch.randint(3, tc.vocab_size, (1, length), device=device)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+        embeds[0, text_before : text_before + visual.shape[0]] = visual.to(dtype)
+    del visual
+    mask = torch.ones(1, length, dtype=torch.long, device=device)
+    if compile_blocks:
+        model.uncompile_blocks()
+    with torch.no_grad():
+        config.sdpa_backends = None
+        with Peak(device) as peak_ref:
+            t_pre_ref = timed(lambda: model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=0), device,
+                              warmup=1, iters=args.iters)
+
+        def ours_prefill():
+            return timed(lambda: model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=1), device,
+                         warmup=2 if compile_blocks else 1, iters=args.iters)
+
+        def fast_prefill():
+            config.sdpa_backends = ["cudnn", "flash", "efficient", "math"]
+            if compile_blocks:
+                model.compile_blocks(vision=False, language_model=True)
+            return ours_prefill()
+
+        def plain_prefill():
+            config.sdpa_backends = None
+            model.uncompile_blocks()
+            return ours_prefill()
+
+        with Peak(device) as peak_ours:
+            t_pre_ours = fallback(notes, "cuDNN attention + compiled decoder layers", fast_prefill, plain_prefill)
+    results["prefill"] = (t_pre_ref, t_pre_ours)
+    results["memory"]["prefill"] = (peak_ref.gib, peak_ours.gib)
+    rows.append((f"prefill, {length:,} tokens", f"{t_pre_ref:.3f} s", f"{t_pre_ours:.3f} s", "s"))
+
+    # 4. Decode -------------------------------------------------------------------------------------------------------
+    if compile_blocks:
+        model.uncompile_blocks()
+    new = args.decode_tokens
+
+    def generate(max_new_tokens, **kwargs):
+        return model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                              min_new_tokens=max_new_tokens, do_sample=False, **kwargs)
+
+    def decode_rate(**kwargs):
+        generate(new + 1, **kwargs)  # warm-up (compiles and captures graphs for the static cache)
+        first = timed(lambda: generate(1, **kwargs), device, warmup=0, iters=1)
+        full = timed(lambda: generate(new + 1, **kwargs), device, warmup=0, iters=1)
+        return new / max(full - first, 1e-9)
+
+    with torch.no_grad():
+        config.sdpa_backends = None
+        with Peak(device) as peak_ref:
+            rate_ref = decode_rate()
+        with Peak(device) as peak_ours:
+            rate_ours = fallback(
+                notes, "static cache with compiled decoding",
+                lambda: decode_rate(cache_implementation="static"),
+                lambda: decode_rate(cache_implementation="static", disable_compile=True),
+            )
+    results["decode"] = (rate_ref, rate_ours)
+    results["memory"]["decode"] = (peak_ref.gib, peak_ours.gib)
+    rows.append((f"decode at {length:,} tokens", f"{rate_ref:.1f}", f"{rate_ours:.1f}", "tokens/s"))
+    results["rows"] = rows
+    results["length"] = length
+    return results
+
+
+def render(results, args) -> str:
+    device = results["device"]
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
+    command = "python3 benchmarks/bench_model.py " + " ".join(args.argv)
+    lines = [
+        f"## bench_model — {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
+        f"- machine: {card}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"Python {platform.python_version()}",
+        f"- command: `{command.strip()}`",
+        f"- LLaMA-VID {'tiny' if args.tiny else '7B'} with random weights, "
+        f"{'bf16' if device.type == 'cuda' else 'fp32'}; {args.frames:,} movie frames "
+        f"({2 * args.frames:,} visual tokens), EVA batch {args.eva_batch}, {args.decode_tokens} decoded tokens",
+        "",
+        "| figure | reference | ours | unit |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in results["rows"]]
+    memory = ", ".join(f"{k} {r:.1f} / {o:.1f}" for k, (r, o) in results["memory"].items())
+    if device.type == "cuda":
+        lines += ["", f"peak GPU memory, GiB (reference / ours): {memory}"]
+    lines += [f"- note: {note}" for note in results.get("notes", [])]
+    if args.tiny:
+        lines += ["- note: tiny CPU run (smoke test of the script); its timings mean nothing"]
+    lines += ["", ratios(results, args)]
+    return "\n".join(lines) + "\n"
+
+
+def ratios(results, args) -> str:
+    eva_r, eva_o = results["eva"]
+    pre_r, pre_o = results["prefill"]
+    dec_r, dec_o = results["decode"]
+    tok_r, tok_o = results["tokens"]
+    text = (
+        f"ratios (ours vs reference): EVA {eva_o / eva_r:.2f}x frames/s; visual tokens {tok_r / tok_o:.2f}x faster; "
+        f"prefill {pre_r / pre_o:.2f}x faster; decode {dec_o / dec_r:.2f}x tokens/s"
+    )
+    if not args.tiny:
+        text += (
+            f"\ntargets: EVA {eva_o:,.0f} >= {TARGETS['eva']:,.0f} frames/s "
+            f"{'met' if eva_o >= TARGETS['eva'] else 'NOT met'}; prefill {pre_o:.3f} <= {TARGETS['prefill']} s "
+            f"{'met' if pre_o <= TARGETS['prefill'] else 'NOT met'}; decode {dec_o:.1f} >= {TARGETS['decode']:.0f} "
+            f"tokens/s {'met' if dec_o >= TARGETS['decode'] else 'NOT met'} (issue's references: "
+            f"{ISSUE_REFERENCE['eva']:.0f} frames/s, {ISSUE_REFERENCE['prefill']} s, {ISSUE_REFERENCE['decode']} tokens/s)"
+        )
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (seconds); a smoke test of this script")
+    parser.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is present")
+    parser.add_argument("--frames", type=int, help="movie frames (default 7,200 = 2 hours at 1 fps; tiny: 32)")
+    parser.add_argument("--eva-batch", type=int, help="frames per EVA call (default 256; tiny: 8)")
+    parser.add_argument("--decode-tokens", type=int, help="decoded tokens timed (default 128; tiny: 8)")
+    parser.add_argument("--iters", type=int, default=None, help="timed repetitions (default 5; tiny: 3)")
+    parser.add_argument("--compile", dest="compile", action="store_true", default=None,
+                        help="compile the blocks (default on CUDA)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--record", action="store_true", help="append the entry to --results")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.frames = args.frames or (32 if args.tiny else 7200)
+    args.eva_batch = args.eva_batch or (8 if args.tiny else 256)
+    args.decode_tokens = args.decode_tokens or (8 if args.tiny else 128)
+    args.iters = args.iters or (3 if args.tiny else 5)
+    if args.tiny:
+        args.cpu = True
+    results = run(args)
+    entry = render(results, args)
+    body, _, last = entry.rstrip("\n").rpartition("\n\n")
+    print(body + "\n")
+    if args.record:
+        with open(args.results, "a", encoding="utf-8") as handle:
+            handle.write("\n" + entry)
+        print(f"(appended to {args.results})\n")
+    print(last)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""benchmarks/bench_model.py runs end to end in its --tiny mode and records a dated entry."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_model_tiny(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_model", REPO / "benchmarks" / "bench_model.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n")
+    assert bench.main(["--tiny", "--frames", "8", "--decode-tokens", "4", "--iters", "1", "--record",
+                       "--results", str(results)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("ratios (ours vs reference): EVA ")  # ratios last
+    entry = results.read_text()
+    assert entry.startswith("# Benchmark results\n\n## bench_model — ")
+    for figure in ("EVA-ViT-g frames/s", "visual tokens, 8 frames", "prefill, 112 tokens", "decode at 112 tokens"):
+        assert f"| {figure} |" in entry
+    assert "torch " in entry and "transformers " in entry and "`python3 benchmarks/bench_model.py" in entry
+    assert "relative difference" in entry  # reference and ours computed the same EVA function
+    rel = float(entry.split("relative difference ")[1].split()[0])
+    assert rel < 1e-5
