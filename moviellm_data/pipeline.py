@@ -248,11 +248,13 @@ def generate(
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
+    requests: list[MovieRequest] | None = None,
 ) -> GenerateResult:
     """Make ``options.movies`` movies into ``options.out`` (or this rank's share of them).
 
     Returns what this call wrote, skipped (already there) and failed. Safe to call again after a crash
-    or with a larger ``movies``: finished movies are never rewritten.
+    or with a larger ``movies``: finished movies are never rewritten. ``requests`` replaces the planned
+    movies (``moviellm render`` passes the ids of scripts written earlier; its writer returns them).
     """
     if rank is None or world_size is None:
         rank, world_size = distributed_rank()
@@ -267,7 +269,8 @@ def generate(
         packer = _RankPacker(folder, rank, options)
         packer.recover()
         done = {e.id for e in folder.all_entries()}
-        mine = [r for r in plan_requests(options.movies, options.seed, options.themes) if r.index % world_size == rank]
+        planned = requests if requests is not None else plan_requests(options.movies, options.seed, options.themes)
+        mine = [r for r in planned if r.index % world_size == rank]
         todo = [r for r in mine if r.id not in done]
         result.skipped = len(mine) - len(todo)
         staged = packer.staged_ids()
