@@ -99,3 +99,10 @@ from .llm.options import add_openai_writer_arguments, build_openai_writer  # noq
 register_writer(Backend("openai", "an LLM behind any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, "
                                   "llama.cpp); see the openai writer options", add_openai_writer_arguments,
                         build_openai_writer))
+
+
+# ------------------------------------------------------------- diffusers renderer: SDXL and any text-to-image model
+# (options and building live in moviellm_data/renderers/diffusion_cli.py, which imports no torch or diffusers)
+from .renderers import diffusion_cli as _diffusion_cli  # noqa: E402
+
+register_renderer(Backend("diffusers", _diffusion_cli.HELP, _diffusion_cli.add_arguments, _diffusion_cli.build))

@@ -1,0 +1,67 @@
+"""Fixtures of the diffusion-renderer tests: a tiny SDXL base and refiner saved as diffusers folders.
+
+The models are built from configs (random weights, seeded) and saved with ``save_pretrained``; every test
+loads them back through ``from_pretrained``, the path users take. Frames are 64 x 64, 2-4 steps, float32
+(half precision on CPU is slow and not what these tests are about).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moviellm_data.renderers.from_configs import save_tiny_sdxl
+from moviellm_data.script import MovieScript
+from moviellm_data.writers.base import MovieRequest
+from moviellm_data.writers.procedural import ProceduralWriter
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_diffusers():
+    """The byte-level test tokenizer makes long prompts; diffusers warns about truncation each call."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    yield
+    diffusers_logging.set_verbosity(level)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> tuple[Path, Path]:
+    """(base folder, refiner folder) of the tiny SDXL."""
+    root = tmp_path_factory.mktemp("tiny-sdxl")
+    base, refiner = root / "base", root / "refiner"
+    save_tiny_sdxl(base, refiner, seed=0)
+    return base, refiner
+
+
+@pytest.fixture(scope="session")
+def tiny_script() -> MovieScript:
+    """A 12-frame procedural movie (2 acts x 2 scenes x 3 shots)."""
+    return ProceduralWriter("tiny").write(MovieRequest(id="m000000_render", index=0, theme="a love story", seed=3))
+
+
+@pytest.fixture(scope="session")
+def short_script() -> MovieScript:
+    """A 6-frame procedural movie (1 act x 2 scenes x 3 shots)."""
+    return ProceduralWriter("1x2x3").write(MovieRequest(id="m000001_short", index=1, theme="a heist", seed=4))
+
+
+@pytest.fixture
+def make_renderer(tiny_sdxl, tmp_path):
+    """``make_renderer(**overrides)``: a fast CPU DiffusionRenderer on the tiny SDXL (not yet loaded)."""
+    from moviellm_data.renderers.diffusion import DiffusionRenderer
+
+    base, refiner = tiny_sdxl
+
+    def make(**overrides) -> DiffusionRenderer:
+        kwargs = dict(
+            model=str(base), refiner=str(refiner), preset="fast", width=64, height=64, steps=2, dtype="float32",
+            batch_size=4, style_steps=2, style_images=2, style_cache=tmp_path / "style-cache", vae_dtype="float32",
+        )
+        kwargs.update(overrides)
+        return DiffusionRenderer(**kwargs)
+
+    return make
