@@ -183,9 +183,13 @@ def interpolate_position_embedding(pos_embed: torch.Tensor, grid: int) -> torch.
 
 
 def map_eva(
-    eva: dict[str, torch.Tensor], num_layers: int, image_size: int, report: ConversionReport, source: str
-) -> dict[str, torch.Tensor]:
-    """`eva_vit_g.pth` keys -> `model.vision_model.*`, keeping the first `num_layers` blocks."""
+    eva: dict[str, torch.Tensor], num_layers: int, image_size: int, report: ConversionReport, source: str,
+    key_prefix: str = "",
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """EVA keys (`eva_vit_g.pth` names) -> `model.vision_model.*`, keeping the first `num_layers` blocks.
+
+    Returns the mapped tensors and the source keys (with `key_prefix`) that are not needed; both are reported.
+    """
     out: dict[str, torch.Tensor] = {}
     dropped_blocks, unknown = [], []
     for key, value in eva.items():
@@ -199,17 +203,17 @@ def map_eva(
         if match and match.group(2) in _EVA_BLOCK_MAP:
             layer = int(match.group(1))
             if layer >= num_layers:
-                dropped_blocks.append(key)
+                dropped_blocks.append(key_prefix + key)
             else:
                 out[f"model.vision_model.layers.{layer}.{_EVA_BLOCK_MAP[match.group(2)]}"] = value
             continue
-        unknown.append(key)
+        unknown.append(key_prefix + key)
     report.ignore(
-        f"EVA blocks {num_layers} and later of {source}: LLaMA-VID (like BLIP-2) builds {num_layers} blocks", dropped_blocks
+        f"EVA blocks {num_layers} and later of {source}: LLaMA-VID (like BLIP-2) builds {num_layers} blocks",
+        dropped_blocks,
     )
     report.ignore(f"not part of the EVA tower LLaMA-VID builds (the original loads {source} with strict=False)", unknown)
-    report.mapped[source] = len(out)
-    return out
+    return out, dropped_blocks + unknown
 
 
 def _qformer_key(key: str) -> str:
@@ -553,7 +557,9 @@ def convert_llamavid_checkpoint(
     if vision_tower is not None:
         eva_path = Path(vision_tower)
         eva = _state_dict_of(_torch_load(eva_path), eva_path)
-        new.update(map_eva(eva, vision_num_layers, resolved_image_size, report, eva_path.name))
+        mapped, _ = map_eva(eva, vision_num_layers, resolved_image_size, report, eva_path.name)
+        new.update(mapped)
+        report.mapped[eva_path.name] = len(mapped)
         if tower_in_ckpt:
             differs = [
                 k
@@ -572,8 +578,11 @@ def convert_llamavid_checkpoint(
                     f"{eva_path.name} was used, as the original does."
                 )
     elif tower_in_ckpt:
-        new.update(map_eva(tower_in_ckpt, vision_num_layers, resolved_image_size, report, f"{src_name} (EVA copy)"))
-        report.mapped.pop(f"{src_name} (EVA copy)", None)
+        mapped, not_needed = map_eva(
+            tower_in_ckpt, vision_num_layers, resolved_image_size, report, src_name, "model.vision_tower.vision_tower."
+        )
+        new.update(mapped)
+        ignored_src.update(not_needed)
         report.notes.append("No --vision-tower given: the EVA tower was taken from the checkpoint's own copy.")
     else:
         raise ConversionError(f"{src} carries no EVA tower; pass --vision-tower eva_vit_g.pth.")

@@ -244,3 +244,15 @@ def test_cli(tmp_path, original, capsys):
                  str(original["bert"]), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_vision_tower_from_the_checkpoint_copy(tmp_path, original):
+    report = convert_llamavid_checkpoint(original["src"], tmp_path / "out", qformer=original["qformer"],
+                                         bert=original["bert"], image_size=28, vision_num_layers=2)
+    assert any("checkpoint's own copy" in note for note in report.notes)
+    state = _state(original)
+    ignored_src = sum(len(keys) for keys in report.ignored.values() if keys[0] in state)
+    assert report.mapped[original["src"].name] + ignored_src == len(state)
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
+    assert torch.equal(model.model.vision_model.layers[1].attn.qkv.weight,
+                       state["model.vision_tower.vision_tower.blocks.1.attn.qkv.weight"])

@@ -266,3 +266,12 @@ def test_left_padding_for_batched_generation(processor):
         tok.padding_side = side
     assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][1, -1] == 1
     assert batch["input_ids"][1, 0] == (tok.pad_token_id or 0)
+
+
+def test_image_processor_save_and_load_alone(tmp_path):
+    ip = LlamaVidImageProcessor(size=336, crop_size=336, do_pad_to_square=True)
+    ip.save_pretrained(tmp_path)
+    loaded = LlamaVidImageProcessor.from_pretrained(tmp_path)
+    assert (loaded.size, loaded.crop_size, loaded.do_pad_to_square) == (ip.size, ip.crop_size, True)
+    image = random_images(1, size=(50, 70))[0]
+    np.testing.assert_array_equal(ip(image)["pixel_values"], loaded(image)["pixel_values"])
