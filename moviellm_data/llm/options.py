@@ -89,10 +89,12 @@ def build_openai_writer(args: argparse.Namespace):
     if not args.llm_model:
         raise ConfigError("--writer openai needs --llm-model, e.g. --llm-model gpt-4o-mini.")
     base_url = args.llm_base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+    source = "--llm-base-url" if args.llm_base_url else "$OPENAI_BASE_URL"
     if not re.match(r"https?://[^/]+", base_url):
-        raise ConfigError("--llm-base-url must be an http:// or https:// URL such as http://localhost:8000/v1.")
+        raise ConfigError(f"{source} must be an http:// or https:// URL such as http://localhost:8000/v1.")
     if url_has_credentials(base_url):
-        raise ConfigError("--llm-base-url must not carry a user, password or query string (it is recorded with the "
+        # Not echoed: the URL holds a credential.
+        raise ConfigError(f"{source} must not carry a user, password or query string (it would be recorded with the "
                           "dataset); put the key in $OPENAI_API_KEY or the variable named by --llm-api-key-env.")
     api_key = resolve_api_key(args.llm_api_key_env, base_url)
     checks = [

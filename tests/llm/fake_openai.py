@@ -272,6 +272,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # the default backlog of 5 drops connections under concurrency
 
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # a client that cancelled its request (a run stopping); not a server problem
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeOpenAI
