@@ -255,3 +255,20 @@ def test_sdpa_backend_option_validated():
     with pytest.raises(ValueError, match="sdpa_backends"):
         LlamaVidConfig(sdpa_backends=["fast"])
     assert LlamaVidConfig(sdpa_backends=["cudnn", "flash"]).sdpa_backends == ["cudnn", "flash"]
+
+
+def test_mixed_batch_of_image_and_video(tiny_model, processor):
+    frames = torch.randint(0, 255, (3, 30, 40, 3), dtype=torch.uint8).numpy()
+    image = random_images(1, seed=21)
+    prompts = ["USER: <image>\nWho is the main character? ASSISTANT:", "USER: <video>\nWhat happens? ASSISTANT:"]
+    batch = processor(text=prompts, images=image, videos=[frames], return_tensors="pt")
+    # questions: the image's first, then the video's
+    questions = processor.qformer_tokenizer.batch_decode(batch["qformer_input_ids"], skip_special_tokens=True)
+    assert questions == ["who is the main character?", "what happens?"]
+    with torch.no_grad():
+        logits = tiny_model(**batch).logits
+        alone_image = tiny_model(**processor(text=prompts[0], images=image, return_tensors="pt")).logits
+        alone_video = tiny_model(**processor(text=prompts[1].replace("<video>", "<image>"), videos=[frames],
+                                             return_tensors="pt")).logits
+    torch.testing.assert_close(logits[0, : alone_image.shape[1]], alone_image[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits[1, : alone_video.shape[1]], alone_video[0], rtol=1e-4, atol=1e-4)
