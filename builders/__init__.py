@@ -1,1 +1,10 @@
+"""``datasets`` builders of the datasets moviellm publishes, usable offline.
 
+- :mod:`builders.synthetic_movies` (:class:`SyntheticMovies`): runs the generation pipeline from a named recipe;
+- :mod:`builders.movie_qa_bench` (:class:`MovieQABench`): the long-video QA benchmark in MovieLLM's format;
+- :mod:`builders.video_qa` (:class:`VideoQA`): MSVD-QA, MSRVTT-QA, ActivityNet-QA and the Video-ChatGPT benchmark.
+
+Each builds Arrow files locally (``builder.download_and_prepare(); builder.as_dataset()``) and can write a
+folder of WebDataset shards with a card (``make_dataset_folder`` / ``pack_benchmark`` / ``pack_video_qa``) that
+``moviellm push`` publishes and ``load_dataset("org/name")`` reads back.
+"""

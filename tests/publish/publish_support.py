@@ -34,3 +34,22 @@ def python(code: str, env: dict | None = None, timeout: float = 120) -> subproce
     """Run a Python snippet in a fresh interpreter (so HF_ENDPOINT is read at import, as for a user)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=REPO, timeout=timeout)
+
+
+def write_video(path: Path, frames: int = 4, width: int = 64, height: int = 48, fps: int = 2) -> Path:
+    """A small video file in the container its suffix names (.mp4/.mkv: H.264, .avi: MPEG-4 part 2)."""
+    import av
+    import numpy as np
+
+    codec = "mpeg4" if path.suffix == ".avi" else "libx264"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.zeros((height, width, 3), np.uint8)
+            image[:, : (i + 1) * width // frames] = (40 * i % 255, 200, 90)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
