@@ -32,6 +32,11 @@ CREATE TABLE IF NOT EXISTS answers (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS movie_usage (id TEXT PRIMARY KEY, usage TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batch_pending (key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS batch_pending_by_batch ON batch_pending (batch_id);
+CREATE TABLE IF NOT EXISTS batch_results (
+    key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, status INTEGER NOT NULL, body TEXT, error TEXT, created REAL NOT NULL
+);
 """
 
 
@@ -49,18 +54,22 @@ class CachedAnswer:
 class ResponseCache:
     """Validated answers by key, in one SQLite file.
 
+    Also records which requests wait in which Batch API job and what finished jobs returned
+    (:mod:`moviellm_data.llm.batch`).
+
     Args:
-        path: the database file (created with its folder); ``None`` keeps nothing (a cache that always misses).
+        path: the database file (created with its folder); ``None`` keeps everything in memory for this
+            run only (nothing is reused by a later run).
     """
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
-        if self.path is None:
-            return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path if self.path is not None else ":memory:", timeout=30.0,
+                                       isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL still survives a killed process (what resuming needs); only a power cut
             # can lose the last answers. FULL would fsync every answer and dominate the run's CPU time.
@@ -122,6 +131,54 @@ class ResponseCache:
         if self._db is None:
             return {}
         return {row[0]: json.loads(row[1]) for row in self._db.execute("SELECT id, usage FROM movie_usage")}
+
+    # ------------------------------------------------------------------------------- batch jobs
+
+    def record_batch(self, batch_id: str, keys: list[str]) -> None:
+        """Remember that the requests ``keys`` wait in batch ``batch_id``."""
+        if self._db is not None:
+            now = time.time()
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO batch_pending VALUES (?, ?, ?)",
+                                     [(key, batch_id, now) for key in keys])
+
+    def batch_pending(self, key: str) -> str | None:
+        if self._db is None:
+            return None
+        row = self._db.execute("SELECT batch_id FROM batch_pending WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def batch_keys(self, batch_id: str) -> list[str]:
+        if self._db is None:
+            return []
+        return [row[0] for row in self._db.execute("SELECT key FROM batch_pending WHERE batch_id = ?", (batch_id,))]
+
+    def store_batch_results(self, batch_id: str, results: dict[str, tuple[int, object, str | None]]) -> None:
+        """Keep what a finished batch returned and mark its requests as no longer pending."""
+        if self._db is None:
+            return
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO batch_results VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, batch_id, status, json.dumps(body) if body is not None else None, error, now)
+                 for key, (status, body, error) in results.items()],
+            )
+            self._db.execute("DELETE FROM batch_pending WHERE batch_id = ?", (batch_id,))
+
+    def batch_result(self, key: str) -> tuple[int, object, str | None] | None:
+        if self._db is None:
+            return None
+        row = self._db.execute("SELECT status, body, error FROM batch_results WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return row[0], json.loads(row[1]) if row[1] is not None else None, row[2]
+
+    def forget_batch_result(self, key: str) -> None:
+        if self._db is not None:
+            self._db.execute("DELETE FROM batch_results WHERE key = ?", (key,))
 
     def __len__(self) -> int:
         if self._db is None:

@@ -50,6 +50,8 @@ StructuredMode = Literal["auto", "json_schema", "json_object", "text"]
 _MODES = ("json_schema", "json_object", "text")
 # What a server says when it rejects a response_format (OpenAI, vLLM, llama.cpp, Ollama phrasings).
 _FORMAT_REJECTION = re.compile(r"response_format|json_schema|json_object|schema|structured|json mode", re.IGNORECASE)
+# What the Batch API charges relative to the same requests sent one by one.
+BATCH_DISCOUNT = 0.5
 # Model families that take max_completion_tokens instead of max_tokens.
 _COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
@@ -78,8 +80,12 @@ class ChatSettings:
         structured: ``auto`` tries json_schema, then json_object, then text; or force one of them.
         retry: backoff and retry bounds.
         max_repairs: repair rounds (or longer re-asks after a cut-off) per call.
-        price: USD per million tokens, or None when unknown.
+        price: USD per million tokens, or None when unknown (batch requests cost half of it).
         max_cost: stop sending once this many USD are spent (None: no limit).
+        batch: send requests through the OpenAI Batch API (half price, answers within 24 hours,
+            resumable); ``concurrency`` and ``timeout`` then do not apply to chat requests.
+        batch_flush: seconds without a new request before the collected ones are submitted as a batch.
+        batch_poll: seconds between status checks of a pending batch.
     """
 
     model: str
@@ -97,6 +103,9 @@ class ChatSettings:
     max_repairs: int = 2
     price: Price | None = None
     max_cost: float | None = None
+    batch: bool = False
+    batch_flush: float = 2.0
+    batch_poll: float = 30.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -167,11 +176,15 @@ class ChatClient:
         self.endpoint = public_url(settings.base_url)
         self.repair_template = string.Template(repair_template)
         self.json_template = string.Template(json_template)
-        self.meter = CostMeter(settings.price, settings.max_cost)
+        price = settings.price
+        if price is not None and settings.batch:
+            price = Price(price.input * BATCH_DISCOUNT, price.output * BATCH_DISCOUNT)
+        self.meter = CostMeter(price, settings.max_cost)
         self.usage = Usage(cost=0.0 if settings.price is not None else None)
         self.attempts = 0  # every HTTP request sent, answered or not
         self._http_client = http_client
         self._client = None
+        self._batch = None
         self._slots: asyncio.Semaphore | None = None
         self._cooldown_until = 0.0
         self._rng = random.Random()
@@ -195,12 +208,20 @@ class ChatClient:
             http_client=self._http_client,
         )
         self._slots = asyncio.Semaphore(self.settings.concurrency)
+        if self.settings.batch:
+            from .batch import BatchQueue
+
+            self._batch = BatchQueue(self._client, self.cache, flush_after=self.settings.batch_flush,
+                                     poll_interval=self.settings.batch_poll)
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
     async def close(self) -> None:
+        if self._batch is not None:
+            await self._batch.close()
+            self._batch = None
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -326,6 +347,8 @@ class ChatClient:
         import openai
 
         assert self._client is not None and self._slots is not None, "use the client inside `async with`"
+        if self._batch is not None:
+            return await self._send_batched(call, repair, max_tokens, usage)
         retries = 0
         while True:
             await self._wait_cooldown()
@@ -393,6 +416,63 @@ class ChatClient:
             retries += 1
             await asyncio.sleep(delay)
 
+    async def _send_batched(self, call: ChatCall, repair: list[dict], max_tokens: int, usage: Usage):
+        """:meth:`_send` through the Batch API: same retries and fallbacks, no per-request timeout."""
+        from openai.types.chat import ChatCompletion
+
+        from .batch import BatchError
+
+        retries = 0
+        while True:
+            mode = self._mode
+            kwargs = self._request(call, repair, max_tokens, mode)
+            estimate = self.meter.estimate(sum(len(m["content"]) for m in kwargs["messages"]), max_tokens)
+            try:
+                self.meter.reserve(estimate)
+            except BudgetExceeded as err:
+                raise RequestFailed(f"{call.label}: {err}") from None
+            self.attempts += 1
+            usage.requests += 1
+            self.usage.requests += 1
+            try:
+                status, body = await self._batch.send(kwargs)
+            except BatchError as err:
+                status, body, problem = 0, None, self._short(err)
+            else:
+                problem = None
+            if status == 200:
+                try:
+                    response = ChatCompletion.model_validate(body)
+                except (ValueError, TypeError):
+                    problem = "an unreadable batch response"
+                else:
+                    bad = self._malformed(response)
+                    if bad is None:
+                        prompt_tokens, completion_tokens = _token_counts(response)
+                        cost = self.meter.settle(estimate, prompt_tokens, completion_tokens)
+                        for target in (usage, self.usage):
+                            target.prompt_tokens += prompt_tokens
+                            target.completion_tokens += completion_tokens
+                            target.cost = None if target.cost is None or cost is None else target.cost + cost
+                        return response
+                    problem = bad
+            self.meter.release(estimate)
+            if status and status != 200:
+                error = _StatusInBatch(status, body)
+                if status in (400, 422) and self._fall_back(mode, error):
+                    continue
+                self._raise_if_fatal(error)
+                problem = f"HTTP {status} ({self._server_message(error)})"
+                if not is_retryable_status(status):
+                    raise RequestFailed(f"{call.label}: the endpoint answered {problem}")
+            if retries >= self.settings.retry.max_retries:
+                raise RequestFailed(f"{call.label}: gave up after {retries + 1} attempts, the last one got {problem}")
+            delay = self.settings.retry.delay(retries, None, self._rng)
+            logger.info("%s: %s; retry %d/%d in %.2f s", call.label, problem, retries + 1,
+                        self.settings.retry.max_retries, delay)
+            retries += 1
+            await asyncio.sleep(delay)
+
     async def _wait_cooldown(self) -> None:
         while True:
             remaining = self._cooldown_until - time.monotonic()
@@ -455,6 +535,16 @@ class ChatClient:
     def _short(self, text: object, limit: int = 300) -> str:
         clean = " ".join(self.redact(text).split())
         return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+class _StatusInBatch:
+    """An HTTP error a batch line carried, shaped like the SDK's APIStatusError for the shared handling."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status_code = status
+        self.body = body
+        self.message = f"HTTP {status}"
+        self.param = body.get("error", {}).get("param") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -60,6 +60,15 @@ def add_openai_writer_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--llm-cache", metavar="PATH",
                        help="SQLite cache of validated answers: reruns and resumed runs read them for free; 'off' "
                             f"disables it. Default: OUT/.moviellm/{DEFAULT_CACHE_NAME}.")
+    group.add_argument("--batch-api", action="store_true",
+                       help="Send the requests through the OpenAI Batch API: half price, answers within 24 hours; a "
+                            "killed run picks up its pending batches instead of paying again. Each level of all movies "
+                            "becomes one batch, so plan for several batch turnarounds per run.")
+    group.add_argument("--batch-poll", type=float, default=30.0, metavar="SECONDS",
+                       help="Seconds between status checks of a pending batch (--batch-api). Default: 30.")
+    group.add_argument("--batch-flush", type=float, default=2.0, metavar="SECONDS",
+                       help="Seconds without a new request before the collected requests are submitted as one batch "
+                            "(--batch-api). Default: 2.")
     group.add_argument("--llm-prompts", metavar="DIR",
                        help="A folder whose <name>.txt files replace the built-in prompt templates "
                             "(system, outline, scenes, shots, movie_qa, repair, json_mode).")
@@ -106,6 +115,8 @@ def build_openai_writer(args: argparse.Namespace):
         (args.llm_repairs >= 0, f"--llm-repairs must be 0 or more, got {args.llm_repairs}."),
         (0.0 <= args.temperature <= 2.0, f"--temperature must be between 0 and 2, got {args.temperature}."),
         (args.max_cost is None or args.max_cost > 0, f"--max-cost must be positive, got {args.max_cost}."),
+        (args.batch_poll > 0, f"--batch-poll must be positive, got {args.batch_poll}."),
+        (args.batch_flush >= 0, f"--batch-flush must not be negative, got {args.batch_flush}."),
         (0.0 <= getattr(args, "dialogue_ratio", 0.5) <= 1.0,
          f"--dialogue-ratio must be between 0 and 1, got {getattr(args, 'dialogue_ratio', 0.5)}."),
     ]
@@ -143,6 +154,9 @@ def build_openai_writer(args: argparse.Namespace):
         max_repairs=args.llm_repairs,
         price=price,
         max_cost=args.max_cost,
+        batch=args.batch_api,
+        batch_flush=args.batch_flush,
+        batch_poll=args.batch_poll,
     )
     return LLMWriter(
         settings,

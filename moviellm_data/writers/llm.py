@@ -397,7 +397,8 @@ class _Runner:
             return
         writer = self.writer
         cache = ResponseCache(writer.cache_path)
-        slots = asyncio.Semaphore(writer.movies_in_flight)
+        # Through the Batch API every movie is in flight at once, so each level of all movies is one batch.
+        slots = asyncio.Semaphore(len(self.requests) if writer.settings.batch else writer.movies_in_flight)
         try:
             async with ChatClient(
                 writer.settings, cache,

@@ -8,6 +8,10 @@ by rules (:class:`Fault`) matched on the level, the theme and whether the reques
 breaks the story's consistency, a truncated answer (finish_reason "length"), a non-JSON body, a 401,
 a 400 about something other than the response format.
 
+It also speaks the Batch API (``POST /v1/files``, ``POST /v1/batches``, ``GET /v1/batches/{id}``,
+``GET /v1/files/{id}/content``): a batch's lines are answered like direct requests (faults included)
+and the batch completes after ``batch_polls`` status checks.
+
 It counts what the writer's accounting must match: requests, prompt and completion tokens, requests
 in flight. Only the Python standard library is used.
 """
@@ -19,6 +23,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CONSTRAINTS_PREFIX = "Machine-checked constraints (JSON): "
@@ -70,6 +76,7 @@ class Record:
     max_tokens: int | None
     seed: int | None
     body: dict | None = None  # the parsed request, when the server keeps bodies
+    via_batch: bool = False
     fault: str | None = None
     status: int = 200
     finished: float = 0.0
@@ -96,12 +103,13 @@ class FakeOpenAI:
         echo_key: on a wrong key, echo the whole received key in the error message (worst case for leaks).
         model: the model name reported in responses (default: the requested one plus a snapshot suffix).
         keep_bodies: keep every parsed request in its :class:`Record` (for tests that inspect them).
+        batch_polls: status checks a batch answers "in_progress" before it is "completed".
     """
 
     def __init__(self, api_key: str = "sk-test-loopback-0123456789abcdef", latency: float = 0.0,
                  supports: tuple[str, ...] = ("json_schema", "json_object"), fence_text: bool = True,
                  echo_key: bool = False, model: str | None = None, faults: list[Fault] | None = None,
-                 keep_bodies: bool = False) -> None:
+                 keep_bodies: bool = False, batch_polls: int = 1) -> None:
         self.api_key = api_key
         self.latency = latency
         self.supports = supports
@@ -109,6 +117,9 @@ class FakeOpenAI:
         self.echo_key = echo_key
         self.model = model
         self.keep_bodies = keep_bodies
+        self.batch_polls = batch_polls
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}  # id -> the batch object, plus "levels" of its lines and "polls"
         self.faults: list[Fault] = list(faults or [])
         self.records: list[Record] = []
         self.totals = Totals()
@@ -258,6 +269,78 @@ class FakeOpenAI:
         }
         return reply(200, json.dumps(payload).encode(), wait=delay)
 
+    # ---------------------------------------------------------------------------------- batch API
+
+    def authorized(self, headers) -> bool:
+        return headers.get("Authorization", "") == f"Bearer {self.api_key}"
+
+    def upload_file(self, headers, body: bytes) -> tuple[int, bytes]:
+        if not self.authorized(headers):
+            return 401, _error("Incorrect API key provided.", code="invalid_api_key")
+        message = BytesParser(policy=HTTP).parsebytes(
+            b"Content-Type: " + headers.get("Content-Type", "").encode() + b"\r\n\r\n" + body)
+        fields = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+        if "file" not in fields or fields.get("purpose") is None:
+            return 400, _error("a file and a purpose are required")
+        with self._lock:
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = fields["file"].get_payload(decode=True)
+        return 200, json.dumps({"id": file_id, "object": "file", "bytes": len(self.files[file_id]),
+                                "created_at": int(time.time()), "filename": fields["file"].get_filename(),
+                                "purpose": fields["purpose"].get_content().strip(), "status": "processed"}).encode()
+
+    def create_batch(self, headers, body: bytes) -> tuple[int, bytes]:
+        if not self.authorized(headers):
+            return 401, _error("Incorrect API key provided.", code="invalid_api_key")
+        request = json.loads(body)
+        data = self.files.get(request.get("input_file_id", ""))
+        if data is None:
+            return 404, _error("no such file")
+        out_lines, levels = [], []
+        for raw in data.decode().splitlines():
+            line = json.loads(raw)
+            status, _, payload, _, record = self.handle(headers, json.dumps(line["body"]).encode())
+            if record is not None:
+                record.via_batch = True
+                record.finished = time.monotonic()
+                levels.append(record.level)
+            try:
+                response_body = json.loads(payload)
+            except json.JSONDecodeError:
+                response_body = payload.decode(errors="replace")
+            out_lines.append(json.dumps({"id": f"batch_req_{len(out_lines)}", "custom_id": line["custom_id"],
+                                         "response": {"status_code": status, "body": response_body}, "error": None}))
+        with self._lock:
+            batch_id = f"batch_{len(self.batches) + 1}"
+            output_id = f"file-{len(self.files) + 1}"
+            self.files[output_id] = ("\n".join(out_lines) + "\n").encode()
+            batch = {"id": batch_id, "object": "batch", "endpoint": request.get("endpoint"),
+                     "input_file_id": request["input_file_id"], "completion_window": request.get("completion_window"),
+                     "status": "in_progress", "created_at": int(time.time()), "output_file_id": None,
+                     "error_file_id": None, "request_counts": {"total": len(out_lines), "completed": 0, "failed": 0}}
+            self.batches[batch_id] = {"object": batch, "output": output_id, "levels": levels, "polls": 0}
+        return 200, json.dumps(batch).encode()
+
+    def retrieve_batch(self, headers, batch_id: str) -> tuple[int, bytes]:
+        if not self.authorized(headers):
+            return 401, _error("Incorrect API key provided.", code="invalid_api_key")
+        with self._lock:
+            entry = self.batches.get(batch_id)
+            if entry is None:
+                return 404, _error(f"no batch {batch_id}")
+            entry["polls"] += 1
+            if entry["polls"] >= self.batch_polls:
+                total = entry["object"]["request_counts"]["total"]
+                entry["object"].update(status="completed", output_file_id=entry["output"],
+                                       request_counts={"total": total, "completed": total, "failed": 0})
+            return 200, json.dumps(entry["object"]).encode()
+
+    def file_content(self, headers, file_id: str) -> tuple[int, bytes]:
+        if not self.authorized(headers):
+            return 401, _error("Incorrect API key provided.", code="invalid_api_key")
+        data = self.files.get(file_id)
+        return (200, data) if data is not None else (404, _error(f"no file {file_id}"))
+
     def begin(self) -> None:
         with self._lock:
             self.totals.in_flight += 1
@@ -288,11 +371,27 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if match := re.fullmatch(r".*/batches/([^/]+)", path):
+            self._send(*self.fake.retrieve_batch(self.headers, match.group(1)))
+        elif match := re.fullmatch(r".*/files/([^/]+)/content", path):
+            self._send(*self.fake.file_content(self.headers, match.group(1)))
+        else:
+            self._send(404, _error(f"unknown path {self.path}"))
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            self._send(404, {}, _error(f"unknown path {self.path}"))
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path.endswith("/files"):
+            self._send(*self.fake.upload_file(self.headers, body))
+            return
+        if path.endswith("/batches"):
+            self._send(*self.fake.create_batch(self.headers, body))
+            return
+        if not path.endswith("/chat/completions"):
+            self._send(404, _error(f"unknown path {self.path}"))
             return
         self.fake.begin()
         try:
@@ -301,16 +400,16 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(delay)
         finally:
             self.fake.end()
-        self._send(status, headers, payload)
+        self._send(status, payload, headers)
         if record is not None:
             record.finished = time.monotonic()
 
-    def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
-            for name, value in headers.items():
+            for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
