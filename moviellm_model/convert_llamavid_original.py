@@ -74,9 +74,14 @@ class ConversionReport:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _torch_load(path: Path) -> dict[str, Any]:
+def _torch_load(path: Path, legacy_pickle: bool = False) -> dict[str, Any]:
     if not path.is_file():
         raise ConversionError(f"{path} does not exist.")
+    if legacy_pickle:  # explicit opt-in: runs the file's pickle code
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001
+            raise ConversionError(f"{path} could not be read as a PyTorch checkpoint ({error}).") from None
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -88,8 +93,8 @@ def _torch_load(path: Path) -> dict[str, Any]:
         text = str(error)
         if "Unsupported global" in text:
             raise ConversionError(
-                f"{path} holds Python objects besides tensors, which could only be read by running pickle code; "
-                "this converter reads weights only."
+                f"{path} holds Python objects besides tensors, which could only be read by running its pickle code; "
+                "if you trust the file, rerun with --legacy-pickle."
             ) from None
         detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
         detail = detail[0].strip() if detail and detail[0].strip() else type(error).__name__
@@ -105,11 +110,15 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ConversionError(f"{path} could not be read as a safetensors file ({error}).") from None
 
 
-def read_original_checkpoint(src: Path) -> dict[str, torch.Tensor]:
+def read_original_checkpoint(src: Path, legacy_pickle: bool = False) -> dict[str, torch.Tensor]:
     """All tensors of an original checkpoint folder (sharded or single file, .bin or .safetensors)."""
+
+    def torch_loader(path):
+        return _torch_load(path, legacy_pickle)
+
     for index_name, loader in (
         ("model.safetensors.index.json", _load_safetensors),
-        ("pytorch_model.bin.index.json", _torch_load),
+        ("pytorch_model.bin.index.json", torch_loader),
     ):
         index_path = src / index_name
         if index_path.is_file():
@@ -124,7 +133,7 @@ def read_original_checkpoint(src: Path) -> dict[str, torch.Tensor]:
             if missing:
                 raise ConversionError(f"The shards of {src} lack {len(missing)} indexed tensors, e.g. {missing[0]}.")
             return state
-    for name, loader in (("model.safetensors", _load_safetensors), ("pytorch_model.bin", _torch_load)):
+    for name, loader in (("model.safetensors", _load_safetensors), ("pytorch_model.bin", torch_loader)):
         if (src / name).is_file():
             return dict(loader(src / name))
     raise ConversionError(
@@ -382,6 +391,7 @@ def convert_llamavid_checkpoint(
     dtype: str | None = None,
     max_shard_size: str = "5GB",
     overwrite: bool = False,
+    legacy_pickle: bool = False,
 ) -> ConversionReport:
     """Convert an original LLaMA-VID / MovieLLM checkpoint folder into `out` (see the module docstring).
 
@@ -396,6 +406,8 @@ def convert_llamavid_checkpoint(
         dtype: storage dtype ("bfloat16", "float16", "float32"); default: the Llama weights' dtype.
         max_shard_size: safetensors shard size.
         overwrite: allow writing into a non-empty `out`.
+        legacy_pickle: read `.bin`/`.pth` files with full pickle (runs code from the file) when they hold Python
+            objects besides tensors. Off by default; only for files you trust.
 
     Returns:
         A [`ConversionReport`] listing what was mapped and what was ignored and why.
@@ -438,7 +450,7 @@ def convert_llamavid_checkpoint(
         raise ConversionError(f"bert_type {bert_type!r} is not a released LLaMA-VID variant and is not supported.")
 
     report = ConversionReport(output_dir=str(out))
-    state = read_original_checkpoint(src)
+    state = read_original_checkpoint(src, legacy_pickle)
     src_name = src.name or str(src)
 
     # ---- language model and projectors ----------------------------------------------------------------------------
@@ -494,7 +506,7 @@ def convert_llamavid_checkpoint(
     qformer_state = {k: v for k, v in state.items() if k.startswith("model.vlm_att_encoder.")}
     blip: dict[str, torch.Tensor] | None = None
     if qformer is not None:
-        blip = _state_dict_of(_torch_load(Path(qformer)), Path(qformer), nested_key="model")
+        blip = _state_dict_of(_torch_load(Path(qformer), legacy_pickle), Path(qformer), nested_key="model")
         for needed in ("query_tokens", "ln_vision.weight", "Qformer.bert.embeddings.word_embeddings.weight"):
             if needed not in blip:
                 raise ConversionError(f"--qformer {qformer} has no {needed}; is it instruct_blip_*_trimmed.pth?")
@@ -556,7 +568,7 @@ def convert_llamavid_checkpoint(
     used.update("model.vision_tower.vision_tower." + k for k in tower_in_ckpt)
     if vision_tower is not None:
         eva_path = Path(vision_tower)
-        eva = _state_dict_of(_torch_load(eva_path), eva_path)
+        eva = _state_dict_of(_torch_load(eva_path, legacy_pickle), eva_path)
         mapped, _ = map_eva(eva, vision_num_layers, resolved_image_size, report, eva_path.name)
         new.update(mapped)
         report.mapped[eva_path.name] = len(mapped)
@@ -686,6 +698,7 @@ def convert_llamavid_checkpoint(
             generation = GenerationConfig.from_pretrained(str(src))
         except Exception as error:  # noqa: BLE001
             report.notes.append(f"generation_config.json of {src} was not readable ({error}); defaults written.")
+    _drop_unused_sampling_flags(generation, report)
     generation.save_pretrained(out)
 
     image_processor = LlamaVidImageProcessor(
@@ -714,6 +727,29 @@ def convert_llamavid_checkpoint(
             "angles beyond max_position_embeddings (llamavid-spec.md, section 9)."
         )
     return report
+
+
+_SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "typical_p", "min_p", "epsilon_cutoff", "eta_cutoff")
+
+
+def _drop_unused_sampling_flags(generation, report: ConversionReport) -> None:
+    """Vicuna's generation_config.json sets temperature/top_p without do_sample: transformers 4.31 ignored them
+    unless a caller sampled, transformers 5 refuses to save them. They are dropped and named in the report."""
+    if generation.do_sample:
+        return
+    dropped = {}
+    for flag in _SAMPLING_FLAGS:
+        value = getattr(generation, flag, None)
+        if value is not None:
+            dropped[flag] = value
+            setattr(generation, flag, None)
+    if dropped:
+        listed = ", ".join(f"{k}={v}" for k, v in dropped.items())
+        report.notes.append(
+            f"generation_config.json: {listed} only applied when a caller sampled (the original evaluation passes "
+            "do_sample=True and a temperature but no top_p, so it sampled with this top_p); pass them to generate() "
+            "to reproduce that."
+        )
 
 
 def _save_sharded(tensors: dict[str, torch.Tensor], out: Path, max_shard_size: str) -> None:
@@ -745,6 +781,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="default: the Llama weights' dtype")
     parser.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    parser.add_argument(
+        "--legacy-pickle",
+        action="store_true",
+        help="read checkpoints that hold Python objects besides tensors with full pickle (runs code from the files; "
+        "only for files you trust)",
+    )
     return parser
 
 
@@ -762,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype,
             max_shard_size=args.max_shard_size,
             overwrite=args.overwrite,
+            legacy_pickle=args.legacy_pickle,
         )
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)

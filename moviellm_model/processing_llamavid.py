@@ -36,6 +36,7 @@ from .image_processing_llamavid import LlamaVidImageProcessor
 
 __all__ = [
     "LlamaVidProcessor",
+    "MOVIE_GENERATION_KWARGS",
     "MOVIE_PROMPT_END",
     "MOVIE_PROMPT_START",
     "MOVIELLM_QFORMER_QUESTIONS",
@@ -51,6 +52,8 @@ VICUNA_V1_SYSTEM = (
 #: Wrapper of `run_llamavid_movie.py` and MovieLLM's `run_llamavid_movie_answer.py` (no separators around the movie).
 MOVIE_PROMPT_START = "Below is a movie. Memorize the content and answer my question after watching this movie."
 MOVIE_PROMPT_END = "Now the movie end."
+#: Decoding settings of `run_llamavid_movie.py` and MovieLLM's answer script (stop at `</s>`, the EOS token).
+MOVIE_GENERATION_KWARGS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_new_tokens": 1024}
 #: The fixed Q-Former prompt of MovieLLM's answer script (its `--question` default, encoded as a BERT sentence pair).
 #: Pass it as `qformer_text` to reproduce the published MovieLLM numbers; by default the real question is used.
 MOVIELLM_QFORMER_QUESTIONS = (

@@ -172,8 +172,8 @@ def build_original(root: Path, llama_tokenizer_dir: Path, bert_dir: Path, qforme
         "transformers_version": "4.31.0",
     }))
     (src / "generation_config.json").write_text(json.dumps({
-        "_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
-        "transformers_version": "4.31.0",
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "max_length": 4096, "temperature": 0.9,
+        "top_p": 0.6, "transformers_version": "4.31.0",
     }))
     if sentencepiece_model is None:
         for name in ("tokenizer.json", "tokenizer_config.json"):

@@ -64,6 +64,9 @@ def test_report_accounts_for_every_key(converted, original):
     assert any("checkpoint's own Q-Former" in r for r in report.ignored)
     assert "differ from eva_vit_g.pth" in " ".join(report.notes)  # the copy in the release is not what is used
     assert "mapped" in report.summary()
+    assert any("temperature=0.9, top_p=0.6" in note for note in report.notes)
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["max_length"] == 4096 and generation["eos_token_id"] == 2 and "top_p" not in generation
 
 
 def test_converted_folder_is_self_contained(converted, original, tmp_path):
@@ -188,8 +191,11 @@ def test_user_mistakes_get_one_sentence(tmp_path, original, converted):
         convert_llamavid_checkpoint(original["src"], tmp_path / "o3", **{**kwargs, "vision_tower": tmp_path / "eva.pth"})
     pickled = tmp_path / "pickled.pth"
     torch.save({"model": {"query_tokens": torch.zeros(1)}, "args": argparse_namespace()}, pickled)
-    with pytest.raises(ConversionError, match="Python objects"):
+    with pytest.raises(ConversionError, match="Python objects.*--legacy-pickle"):
         convert_llamavid_checkpoint(original["src"], tmp_path / "o4", **{**kwargs, "qformer": pickled})
+    with pytest.raises(ConversionError, match="has no ln_vision.weight"):  # read with the explicit opt-in
+        convert_llamavid_checkpoint(original["src"], tmp_path / "o4", **{**kwargs, "qformer": pickled},
+                                    legacy_pickle=True)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ConversionError, match="could not be read"):
