@@ -396,12 +396,7 @@ class ChatClient:
                 else:
                     bad = self._malformed(response)
                     if bad is None:
-                        prompt_tokens, completion_tokens = _token_counts(response)
-                        cost = self.meter.settle(estimate, prompt_tokens, completion_tokens)
-                        for target in (usage, self.usage):
-                            target.prompt_tokens += prompt_tokens
-                            target.completion_tokens += completion_tokens
-                            target.cost = None if target.cost is None or cost is None else target.cost + cost
+                        self._account(response, estimate, usage)
                         return response
                     self.meter.release(estimate)
                     problem = bad
@@ -448,12 +443,7 @@ class ChatClient:
                 else:
                     bad = self._malformed(response)
                     if bad is None:
-                        prompt_tokens, completion_tokens = _token_counts(response)
-                        cost = self.meter.settle(estimate, prompt_tokens, completion_tokens)
-                        for target in (usage, self.usage):
-                            target.prompt_tokens += prompt_tokens
-                            target.completion_tokens += completion_tokens
-                            target.cost = None if target.cost is None or cost is None else target.cost + cost
+                        self._account(response, estimate, usage)
                         return response
                     problem = bad
             self.meter.release(estimate)
@@ -472,6 +462,15 @@ class ChatClient:
                         self.settings.retry.max_retries, delay)
             retries += 1
             await asyncio.sleep(delay)
+
+    def _account(self, response, estimate: float, usage: Usage) -> None:
+        """Count an answered request's tokens and cost for the call and the run."""
+        prompt_tokens, completion_tokens = _token_counts(response)
+        cost = self.meter.settle(estimate, prompt_tokens, completion_tokens)
+        for target in (usage, self.usage):
+            target.prompt_tokens += prompt_tokens
+            target.completion_tokens += completion_tokens
+            target.cost = None if target.cost is None or cost is None else target.cost + cost
 
     async def _wait_cooldown(self) -> None:
         while True:
