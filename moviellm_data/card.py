@@ -25,7 +25,6 @@ import yaml
 
 from cards import template
 
-from . import __version__
 from .errors import MovieLLMError
 from .features import movie_features
 from .shards import MANIFEST_NAME, ManifestEntry, read_manifest
@@ -293,6 +292,29 @@ def provenance_lines(recipe: dict) -> str:
     return "\n".join(lines)
 
 
+def limitations(recipe: dict) -> str:
+    """What a reader should know about how the movies were made, by writer and renderer."""
+    settings = recipe.get("recipe") or {}
+    writer = (settings.get("writer") or {}).get("name")
+    renderer = (settings.get("renderer") or {}).get("name")
+    lines = ["The movies are synthetic."]
+    if writer == "procedural":
+        lines.append("Scripts written by the procedural writer follow genre grammars and are repetitive by design "
+                     "compared with LLM-written ones; their QA answers are true by construction.")
+    elif writer:
+        lines.append(f"Scripts were written by a language model ({_describe(settings.get('writer'))}); they were "
+                     "validated against the movie contract, but plots and answers can carry the model's mistakes "
+                     "and biases.")
+    if renderer == "storyboard":
+        lines.append("Storyboard frames are drawings (setting, characters in their outfit colours, the line spoken), "
+                     "not photographs.")
+    elif renderer:
+        lines.append("Keyframes were drawn by a text-to-image model from the shot prompts: a frame can miss or "
+                     "distort what its prompt describes, and characters can drift between frames.")
+    lines.append("QA answers are true with respect to the script, which the frames depict.")
+    return " ".join(lines)
+
+
 def _resolution(recipe: dict) -> str | None:
     renderer = (recipe.get("recipe") or {}).get("renderer") or {}
     if renderer.get("width") and renderer.get("height"):
@@ -320,6 +342,7 @@ def dataset_card_text(entries: list[ManifestEntry], recipe: dict, repo_or_path: 
         provenance=provenance_lines(recipe),
         command=recipe.get("command") or "(made through the Python API)",
         recipe_yaml=yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, width=1000).strip(),
+        limitations=limitations(recipe),
     )
 
 

@@ -179,6 +179,9 @@ def _explain(err: Exception, repo_id: str, endpoint: str, doing: str) -> MovieLL
     if status in (401, 403):
         return HubError(f"{endpoint} refused {doing} {repo_id} ({status}): set HF_TOKEN or run `hf auth login` "
                         "with a token that can write to that organisation.")
+    if status is None and "connect" in type(err).__name__.lower():
+        return HubError(f"cannot reach {endpoint} ({_first_line(err)}); check the network, HF_ENDPOINT or --endpoint, "
+                        "then run the same command again.")
     reason = f"the Hub answered {status}" if status else f"{type(err).__name__}: {_first_line(err)}"
     return HubError(f"{doing} {repo_id} on {endpoint} stopped ({reason}); run the same command again to continue.")
 

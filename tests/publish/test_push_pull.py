@@ -137,6 +137,15 @@ def test_pull_brings_back_the_same_files(movies, hub, hf_env, tmp_path):
     assert "did you mean org/pulled?" in typo.stderr
 
 
+def test_private_push_creates_a_private_repository(movies, hub, hf_env, tmp_path):
+    folder = _copy(movies, tmp_path)
+    assert cli("push", str(folder), "--repo", "org/private", "--private", "--no-progress", env=hf_env).returncode == 0
+    assert hub.repo("dataset", "org/private").private
+    without_token = {k: v for k, v in hf_env.items() if k != "HF_TOKEN"}
+    denied = cli("pull", "org/private", "--out", str(tmp_path / "p"), env={**without_token, "HF_TOKEN": ""})
+    assert denied.returncode == 2 and "if it is private set HF_TOKEN" in denied.stderr
+
+
 def test_a_card_edited_by_hand_is_uploaded_as_it_is(movies, hub, hf_env, tmp_path):
     folder = _copy(movies, tmp_path)
     card = folder / "README.md"
@@ -147,7 +156,8 @@ def test_a_card_edited_by_hand_is_uploaded_as_it_is(movies, hub, hf_env, tmp_pat
     assert card.read_text() == edited
 
 
-@pytest.mark.parametrize("case", ["missing folder", "no shards", "repo typo", "repo without org", "broken card"])
+@pytest.mark.parametrize("case", ["missing folder", "no shards", "repo typo", "repo without org", "broken card",
+                                  "unreachable hub"])
 def test_bad_input_gets_one_clear_sentence(case, movies, hub, hf_env, tmp_path):
     folder, repo = tmp_path / "movies", "org/bad"
     if case == "missing folder":
@@ -164,7 +174,10 @@ def test_bad_input_gets_one_clear_sentence(case, movies, hub, hf_env, tmp_path):
     if case == "broken card":
         (folder / "README.md").write_text("---\nlicense: [cc-by-4.0\n---\n# hand-written\n")
         expected = "YAML header"
-    result = cli("push", str(folder), "--repo", repo, "--no-progress", env=hf_env)
+    extra = []
+    if case == "unreachable hub":
+        extra, expected = ["--endpoint", "http://127.0.0.1:9"], "cannot reach http://127.0.0.1:9"
+    result = cli("push", str(folder), "--repo", repo, "--no-progress", *extra, env=hf_env)
     assert result.returncode == 2
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line and expected in line, line
