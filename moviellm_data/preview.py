@@ -289,19 +289,19 @@ def build_preview(source: str | Path, out: str | Path, max_movies: int | None = 
     _write_text(out / "style.css", _template("style.css").substitute(thumb_min=max(120, min(thumb_width, 360) * 3 // 4)))
     result = PreviewResult(out=out, index=out / "index.html")
     cards, sheet_rows = [], []
-    movies = list(_iter_movies(source, max_movies))
-    bar = tqdm(movies, desc="preview", unit="movie", disable=not progress)
-    for script, mp4 in bar:
+    movies = frames_total = qa_total = 0
+    # One movie in memory at a time: a reference movie's mp4 alone can be a hundred megabytes.
+    for script, mp4 in tqdm(_iter_movies(source, max_movies), desc="preview", unit="movie", disable=not progress):
         page, first_frames = _write_movie(script, mp4, out, thumb_width)
         result.movies.append(page)
         cards.append(_movie_card(script, page.relative_to(out).as_posix()))
-        sheet_rows.append((f"{script.title} ({script.genre}, {clock(script.num_frames)})", first_frames))
+        if len(sheet_rows) < 8:
+            sheet_rows.append((f"{script.title} ({script.genre}, {clock(script.num_frames)})", first_frames))
+        movies, frames_total, qa_total = movies + 1, frames_total + script.num_frames, qa_total + len(script.qa)
     if not movies:
         raise ShardError(f"{source} holds no movies to preview.")
-    result.contact_sheet = save_png(contact_sheet(sheet_rows[:8], thumb_width=160, columns=6), out / CONTACT_SHEET_NAME)
-    total_frames = sum(s.num_frames for s, _ in movies)
-    facts = [f"{len(movies)} movies", f"{total_frames} keyframes ({clock(total_frames)} at 1 fps)",
-             f"{sum(len(s.qa) for s, _ in movies)} QA pairs"]
+    result.contact_sheet = save_png(contact_sheet(sheet_rows, thumb_width=160, columns=6), out / CONTACT_SHEET_NAME)
+    facts = [f"{movies} movies", f"{frames_total} keyframes ({clock(frames_total)} at 1 fps)", f"{qa_total} QA pairs"]
     _write_text(result.index, _template("index.html").substitute(
         title=html.escape(f"Preview of {source.name or source}"),
         facts=" ".join(f"<span>{html.escape(f)}</span>" for f in facts),
