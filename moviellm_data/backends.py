@@ -42,8 +42,7 @@ def register_renderer(backend: Backend) -> Backend:
 
 
 def _procedural_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--dialogue-ratio", type=float, default=0.5,
-                       help="Share of shots with a spoken line (procedural writer). Default: 0.5.")
+    """The procedural writer needs nothing beyond the common --size, --seed and --dialogue-ratio."""
 
 
 def _build_procedural(args: argparse.Namespace) -> Writer:

@@ -78,6 +78,8 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=_byte_size, default="1GB",
                    help="Target size of one tar shard, e.g. 1GB or 200MB. Default: 1GB.")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is larger and closer. Default: 18.")
+    p.add_argument("--dialogue-ratio", type=float, default=0.5,
+                   help="Share of shots with a spoken line, for every writer. Default: 0.5.")
     p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
     add_backend_arguments(p)
 
@@ -94,6 +96,9 @@ def run_generate(args: argparse.Namespace) -> int:
     result = generate(options, writer, renderer, progress=not args.no_progress)
     print(f"{result.out}: wrote {result.written} movies, {result.skipped} already there, "
           f"{len(result.failed)} failed; the dataset holds {result.total_in_dataset} movies.")
+    usage = getattr(writer, "usage", None)
+    if usage is not None and usage.requests:
+        print(f"writer usage: {usage.summary()}")
     for failure in result.failed:
         print(f"  failed {failure.request.id} ({failure.request.theme}): {failure.reason}", file=sys.stderr)
     return 1 if result.failed else 0
