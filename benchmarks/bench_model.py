@@ -346,7 +346,7 @@ def run(args) -> dict:
         generate(new + 1, **kwargs)  # warm-up (compiles and captures graphs for the static cache)
         first = timed(lambda: generate(1, **kwargs), device, warmup=0, iters=1)
         full = timed(lambda: generate(new + 1, **kwargs), device, warmup=0, iters=1)
-        return new / max(full - first, 1e-9)
+        return new / (full - first) if full > first else float("nan")  # nan: timing noise larger than decoding
 
     with torch.no_grad():
         config.sdpa_backends = None

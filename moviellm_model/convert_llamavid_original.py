@@ -37,7 +37,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConversionError", "ConversionReport", "convert_llamavid_checkpoint", "main"]
+__all__ = [
+    "ConversionError",
+    "ConversionReport",
+    "add_arguments",
+    "convert_llamavid_checkpoint",
+    "main",
+    "run_from_args",
+]
 
 
 class ConversionError(ValueError):
@@ -760,14 +767,14 @@ def _save_sharded(tensors: dict[str, torch.Tensor], out: Path, max_shard_size: s
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="moviellm convert-llamavid",
-        description=(
-            "Convert an original LLaMA-VID or MovieLLM checkpoint (sharded .bin + config with mm_* keys + Llama "
-            "tokenizer) into a self-contained transformers checkpoint that from_pretrained loads."
-        ),
-    )
+DESCRIPTION = (
+    "Convert an original LLaMA-VID or MovieLLM checkpoint (sharded .bin + config with mm_* keys + Llama tokenizer) "
+    "into a self-contained transformers checkpoint that from_pretrained loads."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `moviellm convert-llamavid` (usable on a sub-command parser)."""
     parser.add_argument("src", help="folder of the original checkpoint (config.json, pytorch_model*.bin, tokenizer)")
     parser.add_argument("--vision-tower", help="eva_vit_g.pth (the EVA-ViT-g weights the original loads)")
     parser.add_argument(
@@ -790,8 +797,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog="moviellm convert-llamavid", description=DESCRIPTION))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run a parsed `convert-llamavid` command: the report on stdout, or one `error: ...` line and exit code 2."""
     try:
         report = convert_llamavid_checkpoint(
             args.src,
@@ -811,6 +822,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(report.summary())
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_from_args(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -250,6 +250,11 @@ def test_cli(tmp_path, original, capsys):
                  str(original["bert"]), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    code = main([str(original["src"]), "--vision-tower", str(original["eva"]), "--bert", str(original["bert"]),
+                 "--out", str(tmp_path / "ok"), "--vision-layers", "2", "--dtype", "bfloat16"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("Converted checkpoint written to") and "ignored" in out
+    assert json.loads((tmp_path / "ok" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
 def test_vision_tower_from_the_checkpoint_copy(tmp_path, original):
