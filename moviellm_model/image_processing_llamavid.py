@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.image_processing_base import ImageProcessingMixin
+from transformers.image_processing_utils import BaseImageProcessor
 
 __all__ = ["LlamaVidImageProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "expand_to_square", "to_pil_rgb"]
 
@@ -63,7 +63,7 @@ def expand_to_square(image, background_color: tuple[int, int, int]):
     return result
 
 
-class LlamaVidImageProcessor(ImageProcessingMixin):
+class LlamaVidImageProcessor(BaseImageProcessor):
     r"""Turns images and video frames into CLIP-normalised `pixel_values` of shape `[N, 3, crop, crop]`.
 
     Args:

@@ -275,3 +275,13 @@ def test_image_processor_save_and_load_alone(tmp_path):
     assert (loaded.size, loaded.crop_size, loaded.do_pad_to_square) == (ip.size, ip.crop_size, True)
     image = random_images(1, size=(50, 70))[0]
     np.testing.assert_array_equal(ip(image)["pixel_values"], loaded(image)["pixel_values"])
+    from moviellm_model import LlamaVidConfig
+
+    LlamaVidConfig().save_pretrained(tmp_path)
+    try:
+        from transformers import AutoImageProcessor
+
+        auto = AutoImageProcessor.from_pretrained(tmp_path)
+    except ImportError:  # transformers 5.17 offers AutoImageProcessor only with torchvision installed
+        return
+    assert type(auto) is LlamaVidImageProcessor and auto.size == {"shortest_edge": 336}
