@@ -348,6 +348,8 @@ class LlamaVidProcessor(ProcessorMixin):
         do_pad_to_square: bool | None = None,
         padding: bool = True,
         return_tensors: str | None = None,
+        audio: Any = None,
+        add_special_tokens: bool | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         r"""Prepare model inputs.
@@ -364,9 +366,13 @@ class LlamaVidProcessor(ProcessorMixin):
             do_pad_to_square: pad still images to a square (training); default from the image processor.
             padding: pad the batch (side from `tokenizer.padding_side`).
             return_tensors: "pt" for torch tensors.
+            audio, add_special_tokens: accepted for `apply_chat_template(tokenize=True)`; LLaMA-VID has no audio and
+                always starts with one BOS, as the original.
         """
         if kwargs:
             raise TypeError(f"LlamaVidProcessor got unexpected arguments: {', '.join(sorted(kwargs))}.")
+        if audio is not None:
+            raise ValueError("LLaMA-VID takes no audio.")
         if text is None:
             raise ValueError("LlamaVidProcessor needs `text` (the prompt with its placeholders).")
         texts = [text] if isinstance(text, str) else list(text)

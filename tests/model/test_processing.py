@@ -191,6 +191,20 @@ def test_chat_template_file_equals_vicuna_v1(processor):
     assert processor.apply_chat_template(system, tokenize=False, add_generation_prompt=False) == "Be brief. USER: Hi "
 
 
+def test_apply_chat_template_tokenized(processor):
+    image = random_images(1, seed=3)[0]
+    messages = [{"role": "user", "content": [{"type": "image", "image": image},
+                                             {"type": "text", "text": "Who is the main character?"}]}]
+    out = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt",
+                                        add_generation_prompt=True)
+    prompt = render_vicuna_v1([{"role": "user", "content": "<image>\nWho is the main character?"}])
+    expected = processor(text=prompt, images=[image], return_tensors="pt")
+    for key in ("input_ids", "pixel_values", "qformer_input_ids"):
+        assert torch.equal(out[key], expected[key]), key
+    assert processor.qformer_tokenizer.decode(out["qformer_input_ids"][0], skip_special_tokens=True) == (
+        "who is the main character?")
+
+
 def test_movie_prompt_and_long_video_placeholders(processor):
     prompt = processor.build_movie_prompt("Who opens the door?", subtitles=["She opens the door.", "", "Bye."])
     assert prompt == (
