@@ -234,7 +234,8 @@ def run(args) -> dict:
 
     # 1. EVA frames/s -----------------------------------------------------------------------------------------------
     pixels = torch.randn(args.eva_batch, 3, vc.image_size, vc.image_size, device=device, dtype=dtype)
-    reference_eva = RefEVA(vc).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    with torch.device(device):
+        reference_eva = RefEVA(vc).to(dtype=dtype).eval().requires_grad_(False)
     reference_eva.load_from(model.model.vision_model)
     notes = results.setdefault("notes", [])
     with torch.no_grad():
