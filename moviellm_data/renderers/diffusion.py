@@ -222,6 +222,7 @@ class DiffusionRenderer(Renderer):
         self._exec_device = None
         self._compiled = False
         self._sdpa_backends = None
+        self._attention_checked = False
         self.attention_used = "default"
         self._styles: OrderedDict[str, bytes] = OrderedDict()  # style key -> safetensors bytes (small LRU)
         self._installed: dict[str, str] = {}  # token -> style key currently installed
@@ -515,14 +516,30 @@ class DiffusionRenderer(Renderer):
             seeds += [seeds[-1]] * pad
             if ip_embeds is not None:
                 ip_embeds += [ip_embeds[-1]] * pad
+        try:
+            frames = self._render_batch(prompts, seeds, refine, ip_embeds)
+        except Exception as err:
+            if self._sdpa_backends is None or self._attention_checked:
+                raise
+            # A measured-fastest kernel that the compiled graph cannot use must not stop the run.
+            logger.warning("attention kernel %s failed (%s); using PyTorch's default instead", self.attention_used, _short(err))
+            self._sdpa_backends, self.attention_used = None, "default"
+            if self._compiled:
+                torch._dynamo.reset()
+            frames = self._render_batch(prompts, seeds, refine, ip_embeds)
+        self._attention_checked = True
+        return frames[:count]
+
+    def _render_batch(self, prompts, seeds, refine: bool, ip_embeds) -> list[np.ndarray]:
+        import torch
+
+        # One CPU generator per frame: its starting noise is the same alone, in any batch, on any device.
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         negatives = [self.negative_prompt] * len(prompts)
         with torch.no_grad(), self._attention_context():
             if self._is_sdxl(self._base):
-                frames = self._render_sdxl(prompts, negatives, generators, refine and self._refiner is not None, ip_embeds)
-            else:
-                frames = self._render_generic(prompts, negatives, generators)
-        return frames[:count]
+                return self._render_sdxl(prompts, negatives, generators, refine and self._refiner is not None, ip_embeds)
+            return self._render_generic(prompts, negatives, generators)
 
     def _render_sdxl(self, prompts, negatives, generators, refine: bool, ip_embeds) -> list[np.ndarray]:
         kwargs = dict(
@@ -563,8 +580,10 @@ class DiffusionRenderer(Renderer):
             if self.preset.channels_last:
                 z = z.contiguous(memory_format=torch.channels_last)
             image = vae.decode(z, return_dict=False)[0]
-            array = base.image_processor.postprocess(image, output_type="np")
-            frames.extend((array * 255).round().astype(np.uint8))
+            # diffusers' postprocess (denormalize, clamp, x255, round) in float32 on the device: a quarter of
+            # the bytes cross to the CPU, and a bf16 VAE's output is not rounded again before scaling.
+            pixels = ((image.float() * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+            frames.extend(pixels.permute(0, 2, 3, 1).cpu().numpy())
         return frames
 
     def _render_generic(self, prompts, negatives, generators) -> list[np.ndarray]:
@@ -627,11 +646,11 @@ class DiffusionRenderer(Renderer):
             images += self.render_prompts(chunk, seeds, refine=False)
         self.timings["style_images_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        with self._attention_context():
-            learned = train_style_embedding(
-                self._base, images, style.keyword, token, config, seed=stable_seed("moviellm-style-train", key),
-                gradient_checkpointing=self.gradient_checkpointing,
-            )
+        # PyTorch's default attention kernel here: training needs its backward pass too.
+        learned = train_style_embedding(
+            self._base, images, style.keyword, token, config, seed=stable_seed("moviellm-style-train", key),
+            gradient_checkpointing=self.gradient_checkpointing,
+        )
         self.timings["style_training_s"] = time.perf_counter() - started
         self._installed[token] = key
         logger.info("learned style %s (%s) in %.1f s", token, key[:12], self.timings["style_training_s"])

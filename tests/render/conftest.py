@@ -28,6 +28,17 @@ def _quiet_diffusers():
     diffusers_logging.set_verbosity(level)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: splitting each op over threads costs more than it saves (much more on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory) -> tuple[Path, Path]:
     """(base folder, refiner folder) of the tiny SDXL."""

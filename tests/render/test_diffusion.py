@@ -21,13 +21,13 @@ from moviellm_data.writers.procedural import ProceduralWriter
 def test_tiny_movies_render_end_to_end_into_shards(make_renderer, tmp_path):
     renderer = make_renderer()
     out = tmp_path / "dataset"
-    result = generate(GenerateOptions(out=out, movies=2, seed=11), ProceduralWriter("tiny"), renderer, progress=False)
+    result = generate(GenerateOptions(out=out, movies=2, seed=11), ProceduralWriter("1x2x2"), renderer, progress=False)
     assert result.complete and result.written == 2 and not result.failed
 
     movies = list(read_movies(out))
     assert len(movies) == 2
     for script, frames in movies:
-        assert frames.shape == (12, 64, 64, 3)
+        assert frames.shape == (4, 64, 64, 3)
         provenance = script.provenance.renderer
         assert provenance.name == "diffusers" and provenance.preset == "fast" and provenance.steps == 2
         assert provenance.refiner == renderer.refiner and provenance.scheduler == "EulerDiscreteScheduler"
@@ -43,7 +43,7 @@ def test_tiny_movies_render_end_to_end_into_shards(make_renderer, tmp_path):
     recipe = yaml.safe_load((out / "pipeline.yaml").read_text())["recipe"]["renderer"]
     assert recipe == renderer.describe()
     # Same command again: everything is there, nothing is rendered again.
-    rerun = generate(GenerateOptions(out=out, movies=2, seed=11), ProceduralWriter("tiny"), make_renderer(), progress=False)
+    rerun = generate(GenerateOptions(out=out, movies=2, seed=11), ProceduralWriter("1x2x2"), make_renderer(), progress=False)
     assert rerun.written == 0 and rerun.skipped == 2
 
 
