@@ -125,8 +125,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`).\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; given ``argv``, only the chosen verb's options are built.
+
+    Some verbs' options come from heavy modules (the model converter imports torch and transformers):
+    building only the chosen verb keeps ``moviellm generate`` from paying for them.
+    """
     _load_command_modules()
+    chosen = _chosen_verb(argv)
     parser = _Parser(
         prog="moviellm",
         description="Generate synthetic movies for long-video training, publish them, and train and "
@@ -137,13 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
     for name, help_text, add_arguments, run in _VERBS:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(p)
+        if chosen is None or chosen == name:
+            add_arguments(p)
         p.set_defaults(run=run)
     return parser
 
 
+def _chosen_verb(argv: Sequence[str] | None) -> str | None:
+    """The verb named in ``argv`` (its first word that is not an option), or None to build every verb."""
+    if argv is None:
+        return None
+    names = {name for name, *_ in _VERBS}
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in names else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
