@@ -21,13 +21,13 @@ from moviellm_data.writers.procedural import ProceduralWriter
 def test_tiny_movies_render_end_to_end_into_shards(make_renderer, tmp_path):
     renderer = make_renderer()
     out = tmp_path / "dataset"
-    result = generate(GenerateOptions(out=out, movies=2, seed=11), ProceduralWriter("1x2x2"), renderer, progress=False)
+    result = generate(GenerateOptions(out=out, movies=2, seed=11), ProceduralWriter("tiny"), renderer, progress=False)
     assert result.complete and result.written == 2 and not result.failed
 
     movies = list(read_movies(out))
     assert len(movies) == 2
     for script, frames in movies:
-        assert frames.shape == (4, 64, 64, 3)
+        assert frames.shape == (12, 64, 64, 3)
         provenance = script.provenance.renderer
         assert provenance.name == "diffusers" and provenance.preset == "fast" and provenance.steps == 2
         assert provenance.refiner == renderer.refiner and provenance.scheduler == "EulerDiscreteScheduler"
@@ -40,10 +40,20 @@ def test_tiny_movies_render_end_to_end_into_shards(make_renderer, tmp_path):
         script = json.loads(members["json"])
         assert script["provenance"]["renderer"]["style_embedding_sha256"] == hashlib.sha256(members["style.safetensors"]).hexdigest()
 
+    # Other readers: webdataset yields the style member as bytes that safetensors reads back.
+    import webdataset as wds
+
+    from moviellm_data.renderers.style import read_style_embedding
+
+    urls = [str(p) for p in sorted(out.glob("*.tar"))]
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        embedding = read_style_embedding(sample["style.safetensors"])
+        assert embedding["clip_l"].shape == (1, 32) and embedding["clip_g"].shape == (1, 48)
+
     recipe = yaml.safe_load((out / "pipeline.yaml").read_text())["recipe"]["renderer"]
     assert recipe == renderer.describe()
     # Same command again: everything is there, nothing is rendered again.
-    rerun = generate(GenerateOptions(out=out, movies=2, seed=11), ProceduralWriter("1x2x2"), make_renderer(), progress=False)
+    rerun = generate(GenerateOptions(out=out, movies=2, seed=11), ProceduralWriter("tiny"), make_renderer(), progress=False)
     assert rerun.written == 0 and rerun.skipped == 2
 
 

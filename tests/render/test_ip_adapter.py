@@ -1,0 +1,82 @@
+"""Character reference portraits through diffusers' IP-Adapter support, with tiny adapter weights on disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def tiny_ip_adapter(tmp_path_factory, tiny_sdxl):
+    """An IP-Adapter folder for the tiny SDXL: ``ip-adapter.safetensors`` + ``image_encoder/`` (random weights)."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.embeddings import ImageProjection
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    folder = tmp_path_factory.mktemp("ip-adapter")
+    torch.manual_seed(0)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8, projection_dim=16,
+    ))
+    encoder.save_pretrained(str(folder / "image_encoder"))
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_sdxl[0]), subfolder="unet")
+    cross = unet.config.cross_attention_dim
+    tensors, key_id = {}, 1
+    for name in unet.attn_processors:  # diffusers numbers the cross-attention layers 1, 3, 5, ...
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = unet.config.block_out_channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(unet.config.block_out_channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = unet.config.block_out_channels[int(name[len("down_blocks.")])]
+        tensors[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.3
+        tensors[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.3
+        key_id += 2
+    projection = ImageProjection(cross_attention_dim=cross, image_embed_dim=16, num_image_text_embeds=4)
+    for key, value in projection.state_dict().items():
+        tensors["image_proj." + key.replace("image_embeds", "proj")] = value.contiguous()
+    save_file(tensors, str(folder / "ip-adapter.safetensors"))
+    return folder
+
+
+def test_character_portraits_condition_their_frames(make_renderer, short_script, tiny_ip_adapter):
+    def render(scale: float):
+        renderer = make_renderer(style="none", ip_adapter=str(tiny_ip_adapter), ip_adapter_weight="ip-adapter.safetensors",
+                                 ip_adapter_scale=scale)
+        frames = list(renderer.render_frames(short_script))
+        return renderer, frames
+
+    renderer, with_portraits = render(1.0)
+    _, without = render(0.0)
+    assert len(with_portraits) == short_script.num_frames
+    assert renderer.pipeline.image_encoder is not None
+    assert renderer.describe()["ip_adapter"]["scale"] == 1.0 and renderer._portraits == {}
+    for shot, a, b in zip(short_script.shots(), with_portraits, without):
+        if shot.characters:
+            assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
+
+    # Frames of the same character share one portrait; frames are deterministic.
+    references = renderer._frame_references(short_script, short_script.shots(), short_script.style.keyword)
+    by_character = {}
+    for shot, reference in zip(short_script.shots(), references):
+        if shot.characters:
+            by_character.setdefault(shot.characters[0], reference)
+            assert reference is by_character[shot.characters[0]]
+    _, again = render(1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(with_portraits, again))
+
+
+def test_missing_adapter_weights_are_one_sentence(make_renderer, tmp_path):
+    from moviellm_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot load the IP-Adapter") as info:
+        make_renderer(style="none", ip_adapter=str(tmp_path), ip_adapter_weight="missing.safetensors").load()
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="--ip-adapter-weight"):
+        make_renderer(style="none", ip_adapter=str(tmp_path)).load()
