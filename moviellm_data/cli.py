@@ -176,4 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m moviellm_data.cli`, this file is the module `__main__`, while the command modules
+    # register their verbs into `moviellm_data.cli`: call that module's main so every verb is known.
+    from moviellm_data.cli import main as _main
+
+    sys.exit(_main())
