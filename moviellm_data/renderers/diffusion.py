@@ -227,6 +227,7 @@ class DiffusionRenderer(Renderer):
         self._styles: OrderedDict[str, bytes] = OrderedDict()  # style key -> safetensors bytes (small LRU)
         self._installed: dict[str, str] = {}  # token -> style key currently installed
         self._portraits: dict[str, dict] = {}  # movie id -> {character name: (pos, neg) image embeds}
+        self._neutral = None  # (pos, neg) image embeds that show no one
         self.timings: dict[str, float] = {}
         self._validate()
 
@@ -319,6 +320,8 @@ class DiffusionRenderer(Renderer):
         except (RuntimeError, AssertionError) as err:
             raise ConfigError(f"--device {device} cannot be used here ({_short(err)}); choose cpu or an available cuda device.") from None
         dtype = getattr(torch, self.dtype)
+        if device == "cpu" and dtype == torch.float16:
+            logger.warning("float16 on the CPU is very slow; pass --dtype float32 (or bfloat16) when rendering without a GPU")
         base, refiner = self._given
         if base is None:
             base = load_pipeline(AutoPipelineForText2Image, self.model, "--image-model", "image model",
@@ -509,6 +512,9 @@ class DiffusionRenderer(Renderer):
         prompts, seeds = list(prompts), list(seeds)
         if ip_embeds is not None:
             ip_embeds = list(ip_embeds)
+        elif self.ip_adapter is not None:
+            # A UNet with an IP-Adapter always needs image embeds: images of no one (style images) get neutral ones.
+            ip_embeds = [self._neutral_reference()] * count
         if self._compiled and count < self.batch_size:
             # A compiled graph is specialised to the batch size: pad instead of recompiling.
             pad = self.batch_size - count
@@ -647,9 +653,13 @@ class DiffusionRenderer(Renderer):
         self.timings["style_images_s"] = time.perf_counter() - started
         started = time.perf_counter()
         # PyTorch's default attention kernel here: training needs its backward pass too.
+        added = None
+        if self.ip_adapter is not None:
+            _, neutral = self._neutral_reference()
+            added = {"image_embeds": [neutral[None].to(self._base.unet.dtype)]}  # [batch 1, 1 image, ...]
         learned = train_style_embedding(
             self._base, images, style.keyword, token, config, seed=stable_seed("moviellm-style-train", key),
-            gradient_checkpointing=self.gradient_checkpointing,
+            gradient_checkpointing=self.gradient_checkpointing, added_cond=added,
         )
         self.timings["style_training_s"] = time.perf_counter() - started
         self._installed[token] = key
@@ -696,10 +706,12 @@ class DiffusionRenderer(Renderer):
 
     def _neutral_reference(self):
         """Embeds that carry no reference (the negative embeds of a blank image), for frames with nobody."""
-        from PIL import Image
+        if self._neutral is None:
+            from PIL import Image
 
-        _, negative = self._encode_reference(Image.new("RGB", (self.width, self.height)))
-        return negative, negative
+            _, negative = self._encode_reference(Image.new("RGB", (self.width, self.height)))
+            self._neutral = (negative, negative)
+        return self._neutral
 
     def _frame_references(self, script: MovieScript, shots, style_word: str) -> list:
         """Per frame: the (positive, negative) embeds of the portrait of the frame's first character."""
@@ -714,7 +726,7 @@ class DiffusionRenderer(Renderer):
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start:start + self.batch_size]
                 seeds = [stable_seed("moviellm-portrait", self.seed, script.id, c.name) for c in characters[start:start + self.batch_size]]
-                images = self.render_prompts(chunk, seeds, ip_embeds=[neutral] * len(chunk))
+                images = self.render_prompts(chunk, seeds)
                 for character, image in zip(characters[start:start + self.batch_size], images):
                     portraits[character.name] = self._encode_reference(Image.fromarray(image))
             self._portraits[script.id] = portraits

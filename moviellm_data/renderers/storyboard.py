@@ -76,12 +76,17 @@ class StoryboardRenderer(Renderer):
         tag = f"A{act + 1} S{scene + 1} #{index + 1}"
         draw.text((w - unit // 2, unit // 3), tag, fill=(20, 20, 20), font=_font(unit), anchor="ra")
         self._figures(draw, script, shot, unit)
+        band_top = self._subtitle(draw, subtitle, unit) if subtitle else h
         caption_top = int(h * 0.70)
-        for i, line in enumerate(textwrap.wrap(shot.action, width=max(10, w // max(1, unit // 2 + 1)))[:2]):
-            draw.text((w // 2, caption_top + i * (unit + 2)), line, fill=(15, 15, 15), font=_font(unit), anchor="ma")
-        if subtitle:
-            self._subtitle(draw, subtitle, unit)
+        for i, line in enumerate(self._wrap(shot.action, unit)[:2]):
+            y = caption_top + i * (unit + 2)
+            if y + unit > band_top:  # small frames: the subtitle wins over the caption
+                break
+            draw.text((w // 2, y), line, fill=(15, 15, 15), font=_font(unit), anchor="ma")
         return image
+
+    def _wrap(self, text: str, unit: int) -> list[str]:
+        return textwrap.wrap(text, width=max(10, self.width // max(1, unit // 2 + 1)))
 
     # --------------------------------------------------------------------------------------- pieces
 
@@ -124,11 +129,13 @@ class StoryboardRenderer(Renderer):
             draw.text((cx, label_y), name, fill=(0, 0, 0), font=_font(unit), anchor="ma",
                       stroke_width=1, stroke_fill=(255, 255, 255))
 
-    def _subtitle(self, draw: ImageDraw.ImageDraw, text: str, unit: int) -> None:
+    def _subtitle(self, draw: ImageDraw.ImageDraw, text: str, unit: int) -> int:
+        """Draw the subtitle band at the bottom; return its top row."""
         w, h = self.width, self.height
-        lines = textwrap.wrap(text, width=max(10, w // max(1, unit // 2 + 1)))[:2]
+        lines = self._wrap(text, unit)[:2]
         band_top = h - (len(lines) * (unit + 3) + unit // 2)
         draw.rectangle([0, band_top, w, h], fill=(0, 0, 0))
         for i, line in enumerate(lines):
             draw.text((w // 2, band_top + unit // 4 + i * (unit + 3)), line, fill=(255, 255, 255),
                       font=_font(unit), anchor="ma")
+        return band_top

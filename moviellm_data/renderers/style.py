@@ -105,8 +105,14 @@ def _encoder_pairs(pipe) -> list[tuple[str, object, object]]:
 
 
 def check_style_capable(pipe) -> None:
-    """Raise :class:`ConfigError` unless ``pipe`` has the two text encoders a style embedding needs."""
+    """Raise :class:`ConfigError` unless ``pipe`` is an SDXL-type pipeline a style embedding can be learned in."""
     _encoder_pairs(pipe)
+    unet = getattr(pipe, "unet", None)
+    if not hasattr(pipe, "load_textual_inversion") or getattr(getattr(unet, "config", None), "addition_embed_type", None) != "text_time":
+        raise ConfigError(
+            f"style embeddings are learned for SDXL-type pipelines (two CLIP text encoders, a text_time UNet), "
+            f"not for {type(pipe).__name__}; use --style none with this model."
+        )
 
 
 def install_style_embedding(pipe, embedding: dict, token: str) -> None:
@@ -222,12 +228,14 @@ def train_style_embedding(
     seed: int = 0,
     gradient_checkpointing: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
+    added_cond: dict | None = None,
 ) -> dict:
     """Learn ``token`` from ``images`` (uint8 [H, W, 3]) in an SDXL pipeline; return ``{"clip_l", "clip_g"}``.
 
     The pipeline's UNet, VAE and text encoders stay frozen (the UNet runs its uncompiled ``forward``).
     Afterwards ``token`` is installed in ``pipe`` with the learned vectors. ``progress(step, total,
-    loss)`` is called after each optimizer step.
+    loss)`` is called after each optimizer step. ``added_cond`` is passed to the UNet with the text and
+    time conditioning (e.g. neutral ``image_embeds`` when an IP-Adapter is loaded).
     """
     import torch
     import torch.nn.functional as F
@@ -284,7 +292,7 @@ def train_style_embedding(
                         noisy.to(device=device, dtype=unet.dtype),
                         timestep.to(device),
                         encoder_hidden_states=prompt_embeds.to(unet.dtype),
-                        added_cond_kwargs={"text_embeds": pooled.to(unet.dtype), "time_ids": time_ids},
+                        added_cond_kwargs={"text_embeds": pooled.to(unet.dtype), "time_ids": time_ids, **(added_cond or {})},
                         return_dict=False,
                     )[0]
                     loss = F.mse_loss(pred.float(), target.to(device).float()) / config.gradient_accumulation

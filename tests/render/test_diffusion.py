@@ -148,3 +148,40 @@ def test_command_line_reports_a_wrong_model_before_writing_anything(tmp_path, ca
     assert code == 2
     assert err.startswith("moviellm generate: error: --image-model") and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_any_text_to_image_pipeline_renders(tmp_path, short_script):
+    """A non-SDXL pipeline (a tiny Stable Diffusion 1.x) through AutoPipelineForText2Image: base only, no style."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from moviellm_data.renderers.from_configs import TINY_SDXL, write_byte_level_clip_tokenizer
+
+    torch.manual_seed(0)
+    unet_config = {k: v for k, v in TINY_SDXL["unet"].items()
+                   if k not in ("addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim")}
+    unet_config["cross_attention_dim"] = 32
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_config(TINY_SDXL["vae"]),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**TINY_SDXL["text_encoder"])),
+        tokenizer=write_byte_level_clip_tokenizer(tmp_path / "tokenizer"),
+        unet=UNet2DConditionModel.from_config(unet_config),
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                clip_sample=False, set_alpha_to_one=False),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(tmp_path / "sd"))
+
+    with pytest.raises(ConfigError, match="use --style none"):
+        DiffusionRenderer(str(tmp_path / "sd"), refiner="none", dtype="float32").load()
+    with pytest.raises(ConfigError, match="a refiner works with an SDXL base"):
+        DiffusionRenderer(str(tmp_path / "sd"), refiner=str(tmp_path / "sd"), dtype="float32", style="none").load()
+    renderer = DiffusionRenderer(str(tmp_path / "sd"), refiner="none", preset="draft", width=64, height=64, steps=2,
+                                 dtype="float32", style="none", batch_size=4)
+    frames = list(renderer.render_frames(short_script))
+    assert len(frames) == short_script.num_frames and frames[0].shape == (64, 64, 3) and frames[0].dtype == np.uint8
+    assert renderer.provenance(short_script).scheduler == "DDIMScheduler"
+    again = list(DiffusionRenderer(str(tmp_path / "sd"), refiner="none", preset="draft", width=64, height=64, steps=2,
+                                   dtype="float32", style="none", batch_size=1).render_frames(short_script))
+    assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(frames, again)) <= 2

@@ -47,7 +47,7 @@ def tiny_ip_adapter(tmp_path_factory, tiny_sdxl):
 
 def test_character_portraits_condition_their_frames(make_renderer, short_script, tiny_ip_adapter):
     def render(scale: float):
-        renderer = make_renderer(style="none", ip_adapter=str(tiny_ip_adapter), ip_adapter_weight="ip-adapter.safetensors",
+        renderer = make_renderer(ip_adapter=str(tiny_ip_adapter), ip_adapter_weight="ip-adapter.safetensors",
                                  ip_adapter_scale=scale)
         frames = list(renderer.render_frames(short_script))
         return renderer, frames
