@@ -113,7 +113,8 @@ class DiffusionRenderer(Renderer):
         compile_vae: also compile the VAE decoder.
         attention: SDPA kernel: ``default`` (PyTorch's choice), ``auto`` (the fastest measured on this
             card), ``flash``, ``cudnn``, ``efficient`` or ``math``.
-        device: ``cuda``, ``cuda:1``, ``cpu``...; default CUDA when available.
+        device: ``cuda``, ``cuda:1``, ``cpu``...; default CUDA when available (``cuda:<LOCAL_RANK>`` when
+            several processes share the movies).
         offload: ``model`` or ``sequential`` CPU offload for cards that cannot hold the models.
         vae_tiling: decode in tiles (less memory at high resolution).
         decode_batch: latents decoded per VAE call.
@@ -314,7 +315,7 @@ class DiffusionRenderer(Renderer):
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, StableDiffusionXLImg2ImgPipeline
 
         started = time.perf_counter()
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = self.device or self.default_device()
         try:
             torch.empty(0, device=device)
         except (RuntimeError, AssertionError) as err:
@@ -345,6 +346,18 @@ class DiffusionRenderer(Renderer):
         self._prepare(dtype)
         self.timings["load_s"] = time.perf_counter() - started
         return self
+
+    @staticmethod
+    def default_device() -> str:
+        """CUDA when available: under torchrun/accelerate each process takes the card of its LOCAL_RANK."""
+        import os
+
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cpu"
+        local_rank = os.environ.get("LOCAL_RANK")
+        return f"cuda:{int(local_rank) % torch.cuda.device_count()}" if local_rank and local_rank.isdigit() else "cuda"
 
     @staticmethod
     def _is_sdxl(pipe) -> bool:
@@ -451,11 +464,11 @@ class DiffusionRenderer(Renderer):
                 with sdpa_kernel([names[name]]):
                     for _ in range(2):
                         F.scaled_dot_product_attention(q, q, q)
-                    torch.cuda.synchronize()
+                    torch.cuda.synchronize(self._exec_device)
                     start = time.perf_counter()
                     for _ in range(5):
                         F.scaled_dot_product_attention(q, q, q)
-                    torch.cuda.synchronize()
+                    torch.cuda.synchronize(self._exec_device)
                 timings[name] = time.perf_counter() - start
             except RuntimeError as err:
                 logger.info("SDPA kernel %s unavailable: %s", name, _short(err))
