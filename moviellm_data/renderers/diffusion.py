@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, MovieLLMError
+from ..errors import ConfigError
 from ..script import MovieScript, RendererProvenance, Style
 from .base import Renderer
 from .presets import DEFAULT_MODEL, DEFAULT_REFINER, RenderPreset, StyleTraining, get_preset
