@@ -21,6 +21,7 @@ import inspect
 import logging
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -499,12 +500,22 @@ class DiffusionRenderer(Renderer):
         prompts = [frame_prompt(script, shot, style_word) for shot in shots]
         seeds = [frame_seed(script.id, i, self.seed, self.frame_seeds) for i in range(len(shots))]
         references = self._frame_references(script, shots, style_word) if self.ip_adapter else None
-        for start in range(0, len(shots), self.batch_size):
+
+        def batch(start: int) -> list[np.ndarray]:
             end = start + self.batch_size
-            yield from self.render_prompts(
-                prompts[start:end], seeds[start:end],
-                ip_embeds=None if references is None else references[start:end],
-            )
+            return self.render_prompts(prompts[start:end], seeds[start:end],
+                                       ip_embeds=None if references is None else references[start:end])
+
+        # The next batch renders in a worker thread while the caller encodes this one, so the card does
+        # not wait for the video encoder (the GIL is released in CUDA and codec calls).
+        starts = list(range(0, len(shots), self.batch_size))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="moviellm-render") as pool:
+            pending = pool.submit(batch, starts[0])
+            for following in starts[1:] + [None]:
+                frames = pending.result()
+                if following is not None:
+                    pending = pool.submit(batch, following)
+                yield from frames
         self._portraits.pop(script.id, None)
 
     def render_prompts(self, prompts: Sequence[str], seeds: Sequence[int], refine: bool = True, ip_embeds=None) -> list[np.ndarray]:
