@@ -22,6 +22,7 @@ The markdown entry is also printed, then the ratios (last).
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import math
 import platform
@@ -163,6 +164,21 @@ class Peak:
             self.gib = torch.cuda.max_memory_allocated(self.device) / 2**30
 
 
+def profile_to(path: Path | None, label: str, fn, device) -> None:
+    """Write the top GPU kernels of one call of `fn` to `path` (appending), when `--profile` asks for it."""
+    if path is None or device.type != "cuda":
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"==== {label}\n{table}\n")
+
+
 def first_working(notes: list, variants: list):
     """Run the first of `(label, fn)` variants that works on this machine; failures are noted, the winner too."""
     for index, (label, fn) in enumerate(variants):
@@ -218,11 +234,21 @@ def build_model(config, device, dtype):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """||ours - ref|| / ||ref|| in float64 (nan if anything is not finite)."""
+    ours, ref = ours.detach().double(), ref.detach().double()
+    if not (torch.isfinite(ours).all() and torch.isfinite(ref).all()):
+        return float("nan")
+    return float((ours - ref).norm() / ref.norm())
+
+
 def run(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     compile_blocks = args.compile if args.compile is not None else device.type == "cuda"
     compile_kwargs = {"mode": args.compile_mode} if args.compile_mode else {}
+    if args.compile_backend:
+        compile_kwargs["backend"] = args.compile_backend
     torch.manual_seed(0)
     config = build_config(args.tiny)
     config.visual_chunk_size = 64
@@ -231,19 +257,23 @@ def run(args) -> dict:
     vc, tc = config.vision_config, config.text_config
     rows: list[tuple[str, str, str, str]] = []  # (figure, reference, ours, unit)
     results: dict = {"device": device, "memory": {}}
+    notes = results.setdefault("notes", [])
 
     # 1. EVA frames/s -----------------------------------------------------------------------------------------------
     pixels = torch.randn(args.eva_batch, 3, vc.image_size, vc.image_size, device=device, dtype=dtype)
+    check = pixels[:4]
     with torch.device(device):
         reference_eva = RefEVA(vc).to(dtype=dtype).eval().requires_grad_(False)
     reference_eva.load_from(model.model.vision_model)
-    notes = results.setdefault("notes", [])
     with torch.no_grad():
-        a, b = model.model.vision_model(pixels[:4]).float(), reference_eva(pixels[:4]).float()
-        notes.append(f"EVA ours vs reference on the same weights: relative difference {float((a - b).norm() / b.norm()):.1e}")
+        # float32 copy of the same weights: the yardstick for both bf16 paths
+        exact = copy.deepcopy(reference_eva).float()
+        truth = exact(check.float())
+        del exact
+        ref_features = reference_eva(check)
         with Peak(device) as peak_ref:
             t_ref = timed(lambda: reference_eva(pixels), device, warmup=1, iters=args.iters)
-        del reference_eva, a, b
+        del reference_eva
 
         def ours_eva():
             return timed(lambda: model.model.vision_model(pixels), device, warmup=2 if compile_blocks else 1,
@@ -260,11 +290,21 @@ def run(args) -> dict:
         with Peak(device) as peak_ours:
             variants = [("EVA with SDPA, compiled blocks", compiled_eva)] if compile_blocks else []
             t_ours = first_working(notes, variants + [("EVA with SDPA", eager_eva)])
+        ours_features = model.model.vision_model(check)  # the path that was timed
+        profile_to(args.profile, "EVA ours, one batch", lambda: model.model.vision_model(pixels), device)
+        model.uncompile_blocks()
+    notes.append(
+        f"EVA error vs float32 on the same weights (4 frames): reference {rel_err(ref_features, truth):.1e}, "
+        f"ours {rel_err(ours_features, truth):.1e}; ours vs reference {rel_err(ours_features, ref_features):.1e}"
+    )
+    results["errors"] = {"eva": (rel_err(ref_features, truth), rel_err(ours_features, truth))}
+    del truth, ref_features, ours_features
     eva_ref, eva_ours = args.eva_batch / t_ref, args.eva_batch / t_ours
     results["eva"] = (eva_ref, eva_ours)
     results["memory"]["eva"] = (peak_ref.gib, peak_ours.gib)
     flops = eva_flops_per_frame(vc)
     peak = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
     def of_peak(rate):
         return f" ({rate * flops / 1e12 / peak:.0%} of {peak:.0f} TFLOP/s)" if peak else ""
 
@@ -302,13 +342,18 @@ def run(args) -> dict:
         embeds[0, text_before : text_before + visual.shape[0]] = visual.to(dtype)
     del visual
     mask = torch.ones(1, length, dtype=torch.long, device=device)
-    if compile_blocks:
+
+    def reference_setup():
         model.uncompile_blocks()
-    with torch.no_grad():
+        model.set_fast_attention(False)
         config.sdpa_backends = None
+
+    with torch.no_grad():
+        reference_setup()
         with Peak(device) as peak_ref:
             t_pre_ref = timed(lambda: model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=0), device,
                               warmup=1, iters=args.iters)
+        ref_last = model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=1).logits[:, -1].float()
 
         def ours_prefill():
             return timed(lambda: model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=1), device,
@@ -318,6 +363,7 @@ def run(args) -> dict:
             def run_variant():
                 config.sdpa_backends = backends
                 model.uncompile_blocks()
+                model.set_fast_attention(True)
                 if compiled:
                     model.compile_blocks(vision=False, language_model=True, **compile_kwargs)
                 return ours_prefill()
@@ -325,45 +371,263 @@ def run(args) -> dict:
             return run_variant
 
         cudnn_first = ["cudnn", "flash", "efficient", "math"]
-        variants = [("cuDNN attention + compiled decoder layers", prefill_with(cudnn_first, True)),
-                    ("flash attention + compiled decoder layers", prefill_with(None, True))] if compile_blocks else []
+        variants = [("cuDNN attention + compiled decoder", prefill_with(cudnn_first, True)),
+                    ("flash attention + compiled decoder", prefill_with(None, True))] if compile_blocks else []
         variants += [("cuDNN attention", prefill_with(cudnn_first, False)), ("SDPA defaults", prefill_with(None, False))]
         with Peak(device) as peak_ours:
             t_pre_ours = first_working(notes, variants)
+        ours_last = model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=1).logits[:, -1].float()
+        profile_to(args.profile, "prefill ours", lambda: model(inputs_embeds=embeds, attention_mask=mask,
+                                                               logits_to_keep=1), device)
+    results["errors"]["prefill"] = rel_err(ours_last, ref_last)
+    notes.append(f"prefill: last-position logits, ours vs reference: relative difference {rel_err(ours_last, ref_last):.1e}")
     results["prefill"] = (t_pre_ref, t_pre_ours)
     results["memory"]["prefill"] = (peak_ref.gib, peak_ours.gib)
     rows.append((f"prefill, {length:,} tokens", f"{t_pre_ref:.3f} s", f"{t_pre_ours:.3f} s", "s"))
 
     # 4. Decode -------------------------------------------------------------------------------------------------------
-    if compile_blocks:
-        model.uncompile_blocks()
     new = args.decode_tokens
 
     def generate(max_new_tokens, **kwargs):
         return model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                               min_new_tokens=max_new_tokens, do_sample=False, **kwargs)
 
-    def decode_rate(**kwargs):
-        generate(new + 1, **kwargs)  # warm-up (compiles and captures graphs for the static cache)
+    def decode_rate(outputs: dict, **kwargs):
+        # warm-up (compiles and captures graphs for the static cache); its tokens and logits are the ones compared
+        outputs.update(generate(new + 1, return_dict_in_generate=True, output_logits=True, **kwargs))
         first = timed(lambda: generate(1, **kwargs), device, warmup=0, iters=1)
         full = timed(lambda: generate(new + 1, **kwargs), device, warmup=0, iters=1)
         return new / (full - first) if full > first else float("nan")  # nan: timing noise larger than decoding
 
+    ref_out, ours_out = {}, {}
     with torch.no_grad():
-        config.sdpa_backends = None
+        reference_setup()
         with Peak(device) as peak_ref:
-            rate_ref = decode_rate()
+            rate_ref = decode_rate(ref_out)
+
+        def ours_decode(**kwargs):
+            def run_variant():
+                reference_setup()
+                model.set_fast_attention(True)
+                return decode_rate(ours_out, cache_implementation="static", **kwargs)
+
+            return run_variant
+
         with Peak(device) as peak_ours:
             rate_ours = first_working(notes, [
-                ("static cache, compiled decoding step (CUDA graphs)", lambda: decode_rate(cache_implementation="static")),
-                ("static cache, not compiled", lambda: decode_rate(cache_implementation="static", disable_compile=True)),
+                ("static cache, split-KV decode attention, compiled decoding step (CUDA graphs)", ours_decode()),
+                ("static cache, not compiled", ours_decode(disable_compile=True)),
             ])
+            profile_to(args.profile, "decode ours, 8 tokens (prefill included)",
+                       lambda: generate(8, cache_implementation="static"), device)
+        reference_setup()
+    same = int((ref_out["sequences"] == ours_out["sequences"]).all(0).cumprod(0).sum())
+    first_err = rel_err(ours_out["logits"][0], ref_out["logits"][0])
+    steps = min(same, len(ref_out["logits"]))
+    worst = max((rel_err(ours_out["logits"][i], ref_out["logits"][i]) for i in range(steps)), default=float("nan"))
+    notes.append(f"decode: ours generated the reference's first {same} of {new + 1} tokens; logits relative difference "
+                 f"{first_err:.1e} at the first step, at most {worst:.1e} while the tokens agree")
+    results["errors"]["decode"] = worst
     results["decode"] = (rate_ref, rate_ours)
     results["memory"]["decode"] = (peak_ref.gib, peak_ours.gib)
     rows.append((f"decode at {length:,} tokens", f"{rate_ref:.1f}", f"{rate_ours:.1f}", "tokens/s"))
     results["rows"] = rows
     results["length"] = length
     return results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --explore: the probes behind the choices of "ours" (kernel rates, attention variants), one table
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def cuda_time(fn, iters=20, warmup=3) -> float:
+    """Seconds per call of `fn` (CUDA events around `iters` calls, after `warmup`)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3 / iters
+
+
+def explore(args) -> list[tuple[str, str]]:
+    """Kernel-level probes on the GPU (7B sizes). Each probe is independent; a failing one is reported, not fatal."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from moviellm_model import fast_attention
+
+    device = torch.device("cuda")
+    dtype = torch.bfloat16
+    deadline = time.monotonic() + args.explore_seconds
+    table: list[tuple[str, str]] = []
+    out = open(args.explore_log, "a", encoding="utf-8") if args.explore_log else None
+
+    def add(name, value):
+        table.append((name, value))
+        line = f"{name}: {value}"
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    def probe(name, fn):
+        if time.monotonic() > deadline:
+            add(name, "skipped (time budget)")
+            return
+        try:
+            fn()
+        except Exception as error:  # noqa: BLE001 - reported in the table
+            add(name, f"FAILED {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        finally:
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    props = torch.cuda.get_device_properties(device)
+    add("device", f"{props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
+                  f"cuDNN {torch.backends.cudnn.version()}")
+
+    def gemms():
+        shapes = [("8192^3", 8192, 8192, 8192)]
+        m_eva = args.eva_batch * 257
+        shapes += [(f"EVA {n}x{k}", m_eva, n, k) for n, k in ((4224, 1408), (1408, 1408), (6144, 1408), (1408, 6144))]
+        shapes += [(f"LM prefill {n}x{k}", 14496, n, k) for n, k in ((4096, 4096), (11008, 4096), (4096, 11008))]
+        for label, m, n, k in shapes:
+            a = torch.randn(m, k, device=device, dtype=dtype)
+            w = torch.randn(n, k, device=device, dtype=dtype)
+            t = cuda_time(lambda: F.linear(a, w), iters=10)
+            add(f"GEMM {label} (M={m})", f"{2 * m * n * k / t / 1e12:.0f} TFLOP/s ({t * 1e3:.2f} ms)")
+        for n, k in ((4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)):
+            ws = [torch.randn(n, k, device=device, dtype=dtype) for _ in range(8)]
+            x = torch.randn(1, k, device=device, dtype=dtype)
+            it = iter(range(10**9))
+            t = cuda_time(lambda: F.linear(x, ws[next(it) % 8]), iters=40)
+            add(f"GEMV decode {n}x{k}", f"{n * k * 2 / t / 1e9:.0f} GB/s ({t * 1e6:.0f} us)")
+
+    probe("GEMMs", gemms)
+
+    def backend_times(label, q, k, v, flops, backends=("flash", "cudnn", "efficient", "math"), **kw):
+        for name in backends:
+            try:
+                with sdpa_kernel([getattr(SDPBackend, {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                                                       "efficient": "EFFICIENT_ATTENTION", "math": "MATH"}[name])]):
+                    t = cuda_time(lambda: F.scaled_dot_product_attention(q, k, v, **kw), iters=5, warmup=2)
+                add(f"{label} {name}", f"{t * 1e3:.2f} ms ({flops / t / 1e12:.0f} TFLOP/s)")
+            except Exception as error:  # noqa: BLE001
+                add(f"{label} {name}", f"unavailable ({type(error).__name__})")
+
+    def eva_attention():
+        for tokens in (257, 256):
+            q, k, v = (torch.randn(args.eva_batch, 16, tokens, 88, device=device, dtype=dtype) for _ in range(3))
+            backend_times(f"EVA attention [{args.eva_batch},16,{tokens},88]", q, k, v,
+                          4 * args.eva_batch * 16 * tokens * tokens * 88, scale=88**-0.5)
+
+    probe("EVA attention", eva_attention)
+
+    def prefill_attention():
+        q, k, v = (torch.randn(1, 32, 14496, 128, device=device, dtype=dtype) for _ in range(3))
+        backend_times("prefill attention causal [1,32,14496,128]", q, k, v, 2 * 32 * 14496**2 * 128,
+                      backends=("flash", "cudnn", "efficient"), is_causal=True)
+
+    probe("prefill attention", prefill_attention)
+
+    def decode_attention():
+        length, layers = 14625, 6
+        caches = [(torch.randn(1, 32, length, 128, device=device, dtype=dtype),
+                   torch.randn(1, 32, length, 128, device=device, dtype=dtype)) for _ in range(layers)]
+        q = torch.randn(1, 32, 1, 128, device=device, dtype=dtype)
+        valid = torch.arange(length, device=device) < length - 120
+        bool_mask = valid.view(1, 1, 1, length)
+        nbytes = 2 * 32 * length * 128 * 2
+        counter = iter(range(10**9))
+
+        def rate(label, fn):
+            t = cuda_time(lambda: fn(*caches[next(counter) % layers]), iters=60, warmup=5)
+            add(f"decode attention L={length}: {label}", f"{t * 1e6:.0f} us/layer, {nbytes / t / 1e9:.0f} GB/s "
+                                                          f"(x32 layers: {32 * t * 1e3:.2f} ms/token)")
+
+        reference = F.scaled_dot_product_attention(q, caches[0][0], caches[0][1], attn_mask=bool_mask)
+        rate("SDPA with the static-cache mask (transformers' path)",
+             lambda k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=bool_mask))
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            rate("SDPA flash, no mask (split-KV; ignores the mask, bound only)",
+                 lambda k, v: F.scaled_dot_product_attention(q, k, v))
+        fused = torch.compile(lambda qq, k, v: fast_attention.decode_attention(qq, k, v, bool_mask, 128**-0.5))
+        got = fused(q, *caches[0]).transpose(1, 2)
+        add("decode attention: split-KV vs SDPA relative difference", f"{rel_err(got, reference):.1e}")
+        rate("ours, compiled", lambda k, v: fused(q, k, v))
+        graphed = torch.compile(lambda qq, k, v: fast_attention.decode_attention(qq, k, v, bool_mask, 128**-0.5),
+                                mode="reduce-overhead")
+        rate("ours, compiled + CUDA graph (one cache: no input copies)", lambda k, v: graphed(q, *caches[0]))
+        try:
+            from torch.nn.attention.flex_attention import flex_attention
+
+            limit = torch.tensor(length - 121, device=device)
+
+            def score_mod(score, b, h, q_idx, kv_idx):
+                return torch.where(kv_idx <= limit, score, -float("inf"))
+
+            flex = torch.compile(lambda qq, k, v: flex_attention(qq, k, v, score_mod=score_mod))
+            got = flex(q, *caches[0])
+            add("decode attention: flex vs SDPA relative difference", f"{rel_err(got, reference):.1e}")
+            rate("flex_attention (compiled)", lambda k, v: flex(q, k, v))
+        except Exception as error:  # noqa: BLE001
+            add("decode attention: flex_attention", f"FAILED {type(error).__name__}: {str(error).splitlines()[0][:160]}")
+
+    probe("decode attention", decode_attention)
+
+    def eva_variants():
+        config = build_config(False)
+        vc = config.vision_config
+        from moviellm_model.modeling_llamavid import LlamaVidVisionModel, sdpa_priority
+
+        with torch.device(device):
+            tower = LlamaVidVisionModel(vc).to(dtype).eval().requires_grad_(False)
+        tower.config._attn_implementation = "sdpa"
+        pixels = torch.randn(args.eva_batch, 3, 224, 224, device=device, dtype=dtype)
+        flops = eva_flops_per_frame(vc)
+
+        def measure(label, cudnn=False):
+            if time.monotonic() > deadline:
+                add(f"EVA {label}", "skipped (time budget)")
+                return
+            started = time.monotonic()
+            with torch.no_grad(), sdpa_priority(["cudnn", "flash", "efficient", "math"] if cudnn else None, device):
+                tower(pixels)
+                compile_s = time.monotonic() - started
+                t = cuda_time(lambda: tower(pixels), iters=5, warmup=2)
+            rate = args.eva_batch / t
+            add(f"EVA {label}", f"{rate:,.0f} frames/s ({rate * flops / 1e12:.0f} TFLOP/s; first call {compile_s:.0f} s)")
+
+        def reset():
+            torch._dynamo.reset()
+            for module in [tower, *tower.layers]:
+                module._compiled_call_impl = None
+
+        measure("eager SDPA")
+        for block in tower.layers:
+            block.compile()
+        measure("compiled blocks (current ours)")
+        reset()
+        for block in tower.layers:
+            block.compile()
+        measure("compiled blocks, cuDNN attention first", cudnn=True)
+        reset()
+        tower.compile()
+        measure("whole tower compiled")
+        reset()
+        tower.compile(mode="max-autotune-no-cudagraphs")
+        measure("whole tower compiled, max-autotune-no-cudagraphs")
+        reset()
+
+    probe("EVA variants", eva_variants)
+    if out:
+        out.close()
+    return table
 
 
 def render(results, args) -> str:
@@ -390,6 +654,21 @@ def render(results, args) -> str:
     if args.tiny:
         lines += ["- note: tiny CPU run (smoke test of the script); its timings mean nothing"]
     lines += ["", ratios(results, args)]
+    return "\n".join(lines) + "\n"
+
+
+def render_explore(table, args) -> str:
+    command = "python3 benchmarks/bench_model.py " + " ".join(args.argv)
+    lines = [
+        f"## bench_model --explore — {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
+        f"- machine: {torch.cuda.get_device_name()}; torch {torch.__version__}, transformers {transformers.__version__}",
+        f"- command: `{command.strip()}`",
+        "- kernel probes at the 7B sizes (bf16, random data) behind the choices of 'ours'",
+        "",
+        "| probe | result |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {value} |" for name, value in table]
     return "\n".join(lines) + "\n"
 
 
@@ -425,6 +704,12 @@ def main(argv=None) -> int:
                         help="compile the blocks (default on CUDA)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--compile-mode", help="torch.compile mode for the blocks (e.g. max-autotune-no-cudagraphs)")
+    parser.add_argument("--compile-backend", help="torch.compile backend for the blocks (tests use 'eager')")
+    parser.add_argument("--explore", action="store_true",
+                        help="GPU only: kernel probes behind the choices of 'ours' (GEMM/attention rates, variants)")
+    parser.add_argument("--explore-seconds", type=float, default=420.0, help="time budget of --explore")
+    parser.add_argument("--explore-log", help="also append each --explore line to this file as it is measured")
+    parser.add_argument("--profile", type=Path, help="write the top GPU kernels of ours (EVA, prefill, decode) here")
     parser.add_argument("--record", action="store_true", help="append the entry to --results")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     args = parser.parse_args(argv)
@@ -435,6 +720,16 @@ def main(argv=None) -> int:
     args.iters = args.iters or (3 if args.tiny else 5)
     if args.tiny:
         args.cpu = True
+    if args.explore:
+        if not torch.cuda.is_available():
+            parser.error("--explore needs a CUDA GPU.")
+        table = explore(args)
+        entry = render_explore(table, args)
+        print("\n" + entry)
+        if args.record:
+            with open(args.results, "a", encoding="utf-8") as handle:
+                handle.write("\n" + entry)
+        return 0
     results = run(args)
     entry = render(results, args)
     body, _, last = entry.rstrip("\n").rpartition("\n\n")

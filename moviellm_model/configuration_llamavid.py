@@ -174,6 +174,12 @@ class LlamaVidConfig(PretrainedConfig):
             Priority order of PyTorch's scaled-dot-product-attention kernels for the language model on CUDA, from
             "cudnn", "flash", "efficient", "math" (e.g. `["cudnn", "flash", "efficient", "math"]`, the fastest
             prefill on Hopper). `None` keeps PyTorch's default order. Only the kernel changes, not the result.
+        fast_attention (`bool`, *optional*, defaults to `False`):
+            Route the language model's SDPA attention through LLaMA-VID's attention function
+            (`moviellm_model.fast_attention`): under `torch.compile` (e.g. `generate(cache_implementation="static")`),
+            decoding a token over a long cache uses a split-KV (flash-decoding) path that uses the whole GPU, and a
+            compiled prefill keeps SDPA's implicit causal mask (flash/cuDNN kernels). Eager calls are unchanged. Only
+            applies when the language model uses `attn_implementation="sdpa"`; softmax stays in float32.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embeddings (not in Llama-2).
 
@@ -213,6 +219,7 @@ class LlamaVidConfig(PretrainedConfig):
         original_rope_precision: str | None = None,
         original_rope_inv_freq_dtype: str = "bfloat16",
         sdpa_backends: list[str] | None = None,
+        fast_attention: bool = False,
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ):
@@ -284,6 +291,7 @@ class LlamaVidConfig(PretrainedConfig):
         self.original_rope_precision = original_rope_precision
         self.original_rope_inv_freq_dtype = original_rope_inv_freq_dtype
         self.sdpa_backends = sdpa_backends
+        self.fast_attention = bool(fast_attention)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @property

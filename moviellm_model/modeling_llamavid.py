@@ -38,7 +38,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.models.instructblip.modeling_instructblip import InstructBlipQFormerEmbeddings
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+from . import fast_attention as _fast_attention
 from .configuration_llamavid import LlamaVidConfig, LlamaVidVisionConfig, parse_compress_type
+
+_fast_attention.register()
 
 __all__ = [
     "LlamaVidForConditionalGeneration",
@@ -406,6 +409,57 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
                 inv_freq_dtype=getattr(torch, config.original_rope_inv_freq_dtype),
             )
         self.post_init()
+        self.set_fast_attention(config.fast_attention)
+
+    def set_fast_attention(self, enabled: bool = True) -> None:
+        """Switch `config.fast_attention` (LLaMA-VID's attention function for the language model) on or off.
+
+        It replaces transformers' "sdpa" implementation of the language model and nothing else: with "eager" or
+        "flash_attention_2" requested, the language model keeps them.
+        """
+        self.config.fast_attention = bool(enabled)
+        text_config = self.language_model.config
+        current = text_config._attn_implementation
+        if enabled and current == "sdpa":
+            text_config._attn_implementation = _fast_attention.FAST_ATTENTION
+        elif not enabled and current == _fast_attention.FAST_ATTENTION:
+            text_config._attn_implementation = "sdpa"
+
+    def _uses_fast_attention(self) -> bool:
+        return self.language_model.config._attn_implementation == _fast_attention.FAST_ATTENTION
+
+    def _prepare_decoder_inputs(self, attention_mask, inputs_embeds, kwargs):
+        """Eager-side preparation for a compiled language model (`compile_blocks`) and for `fast_attention`.
+
+        - An all-ones padding mask is dropped: it means "no padding", and without it the causal mask stays implicit
+          (SDPA `is_causal`) even inside a compiled decoder, where transformers cannot look at the mask's values.
+        - A static cache that the compiled decoder will fill is allocated here, eagerly, so that its tensors get static
+          addresses (CUDA graphs of the decoding steps need them; allocating inside a traced graph skips that).
+        """
+        if torch.compiler.is_compiling():
+            return attention_mask
+        if (
+            self._uses_fast_attention()
+            and attention_mask is not None
+            and attention_mask.ndim == 2
+            and bool(attention_mask.all())
+        ):
+            attention_mask = None
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        compiled = getattr(self.language_model, "_compiled_call_impl", None) is not None
+        if compiled and cache is not None and getattr(cache, "is_compileable", False):
+            layers = getattr(cache, "layers", [])
+            if hasattr(cache, "early_initialization") and not all(getattr(x, "is_initialized", True) for x in layers):
+                text = self.config.text_config
+                head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+                cache.early_initialization(
+                    batch_size=inputs_embeds.shape[0],
+                    num_heads=text.num_key_value_heads,
+                    head_dim=head_dim,
+                    dtype=inputs_embeds.dtype,
+                    device=inputs_embeds.device,
+                )
+        return attention_mask
 
     def get_input_embeddings(self):
         return self.language_model.get_input_embeddings()
@@ -653,6 +707,7 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
                 inputs_embeds, input_ids == self.config.video_token_index, video_tokens, "video"
             )
 
+        attention_mask = self._prepare_decoder_inputs(attention_mask, inputs_embeds, kwargs)
         with sdpa_priority(self.config.sdpa_backends, inputs_embeds.device):
             return self.language_model(
                 inputs_embeds=inputs_embeds,
@@ -703,25 +758,33 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
     # ---- fast paths ---------------------------------------------------------------------------------------------------
 
     def compile_blocks(self, vision: bool = True, language_model: bool = True, **compile_kwargs) -> None:
-        """Regional `torch.compile` of the repeated blocks (EVA blocks and/or Llama decoder layers).
+        """`torch.compile` the vision tower's blocks and/or the language model's decoder.
 
-        Fuses the norms, activations and residual adds of each block (one compilation serves all blocks of a kind).
-        Use it for feature extraction over many frames and for long prefills; `generate` with
-        `cache_implementation="static"` compiles the whole decoding step itself. `compile_kwargs` go to
+        - Vision: every EVA block is compiled (one compilation serves all 39 blocks): norms, biases, GELU and residual
+          adds are fused around the matrix products. Use it for feature extraction over many frames.
+        - Language model: the whole decoder stack is compiled as one region, for long prefills. Per-layer regions
+          would be recompiled once per layer (each decoder layer reads its own cache slot, which dynamo guards on)
+          and stop being compiled after `torch._dynamo.config.recompile_limit` layers. Combine it with
+          `config.fast_attention` so that the compiled prefill keeps SDPA's flash/cuDNN causal kernels. Another
+          prompt length recompiles once, then the decoder is compiled with dynamic shapes.
+
+        `generate(cache_implementation="static")` compiles its decoding step itself. `compile_kwargs` go to
         `torch.compile` (e.g. `mode`, `dynamic`). Undo with `uncompile_blocks()`.
         """
-        blocks = []
         if vision:
-            blocks += list(self.model.vision_model.layers)
+            for block in self.model.vision_model.layers:
+                block.compile(**compile_kwargs)
         if language_model:
-            blocks += list(self.model.language_model.layers)
-        for block in blocks:
-            block.compile(**compile_kwargs)
+            self.model.language_model.compile(**compile_kwargs)
 
     def uncompile_blocks(self) -> None:
         """Drop what `compile_blocks` set up (eager blocks again)."""
-        for block in list(self.model.vision_model.layers) + list(self.model.language_model.layers):
-            block._compiled_call_impl = None
+        for module in [*self.model.vision_model.layers, self.model.language_model, *self.model.language_model.layers]:
+            module._compiled_call_impl = None
+
+    def set_fast_attention(self, enabled: bool = True) -> None:
+        """See [`LlamaVidModel.set_fast_attention`]."""
+        self.model.set_fast_attention(enabled)
 
     # Convenience wrappers of the base model's feature methods.
     def get_vision_features(self, pixel_values):
