@@ -281,8 +281,10 @@ def train_style_embedding(
                 for _ in range(config.gradient_accumulation):
                     caption = captions[rng.randrange(len(captions))]
                     sample = latents[rng.randrange(len(latents))][None]
+                    # Drawn on the CPU generator (the same numbers on any device), then moved to the latents.
                     timestep = torch.randint(0, noise_scheduler.config.num_train_timesteps, (1,), generator=generator)
-                    noise = torch.randn(sample.shape, generator=generator)
+                    timestep = timestep.to(sample.device)
+                    noise = torch.randn(sample.shape, generator=generator).to(sample.device, sample.dtype)
                     noisy = noise_scheduler.add_noise(sample, noise, timestep)
                     target = noise if prediction == "epsilon" else noise_scheduler.get_velocity(sample, noise, timestep)
                     prompt_embeds, _, pooled, _ = pipe.encode_prompt(
