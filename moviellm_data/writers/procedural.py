@@ -125,12 +125,13 @@ class ProceduralWriter(Writer):
             gender = rng.choice(("man", "woman"))
             age = rng.choice(grammar.LOOKALIKE_AGES)
             build = rng.choice(grammar.LOOKALIKE_BUILDS)
+            # Short on purpose: renderers put this in place of the name, and CLIP reads only 77 tokens.
             return Character(
                 name=names[i],
                 role=role,
-                lookalike=f"a {age} {build} {gender} with {features[i]}",
+                lookalike=f"{'an' if age[0] in 'aeiou' else 'a'} {age} {gender} with {features[i]}",
+                description=f"{description}; {build}",
                 outfit_colour=colours[i],
-                description=description,
             )
 
         hero = person(0, "main", "the protagonist")
