@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .argtypes import byte_size, positive_int
 from .backends import add_backend_arguments, build_renderer, build_writer
 from .errors import MovieLLMError
 
@@ -32,40 +33,11 @@ def verb(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser]
     return register
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _byte_size(text: str) -> int:
-    """'1GB', '500MB', '64KB' or a plain number of bytes."""
-    units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "b": 1}
-    lowered = text.strip().lower()
-    for unit, factor in units.items():
-        if lowered.endswith(unit):
-            number = lowered[: -len(unit)].strip()
-            break
-    else:
-        number, factor = lowered, 1
-    try:
-        value = int(float(number) * factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size such as 1GB or 500MB, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
-
-
 # ------------------------------------------------------------------------------------------- generate
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--movies", type=_positive_int, required=True, help="How many movies the dataset should hold.")
+    p.add_argument("--movies", type=positive_int, required=True, help="How many movies the dataset should hold.")
     p.add_argument("--out", required=True, help="Dataset folder: new, empty, or an earlier run of the same recipe.")
     p.add_argument("--size", default="tiny",
                    help="Movie size: tiny (2x2x3 = 12 frames), small (3x3x5 = 45), reference (11x11x11 = 1,331) "
@@ -75,7 +47,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     themes.add_argument("--themes", nargs="+", metavar="THEME",
                         help='Themes assigned to movies in turn, e.g. --themes "a love story" "a heist".')
     themes.add_argument("--themes-file", metavar="FILE", help="A text file with one theme per line.")
-    p.add_argument("--shard-size", type=_byte_size, default="1GB",
+    p.add_argument("--shard-size", type=byte_size, default="1GB",
                    help="Target size of one tar shard, e.g. 1GB or 200MB. Default: 1GB.")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is larger and closer. Default: 18.")
     p.add_argument("--dialogue-ratio", type=float, default=0.5,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import _positive_int, verb
+from ..argtypes import positive_int
+from ..cli import verb
 from ..script import QA_TYPES
 
 
@@ -26,9 +27,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", choices=["movie", "plain"], default="movie",
                    help='movie: wrap the movie in the inference prompt ("Below is a movie. ..."); plain: no wrapper. '
                         "Default: movie.")
-    p.add_argument("--tokens-per-frame", type=_positive_int, default=2,
+    p.add_argument("--tokens-per-frame", type=positive_int, default=2,
                    help="Placeholders per frame in the conversation (LLaMA-VID's video_token). Default: 2.")
-    p.add_argument("--batch-size", type=_positive_int, default=48, help="Frames per vision-tower batch. Default: 48.")
+    p.add_argument("--batch-size", type=positive_int, default=48, help="Frames per vision-tower batch. Default: 48.")
     p.add_argument("--device", default=None, help="Torch device for the vision tower. Default: cuda if available, else cpu.")
     p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
 

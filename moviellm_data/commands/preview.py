@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import _positive_int, verb
+from ..argtypes import positive_int
+from ..cli import verb
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", metavar="DIR", help="The dataset folder (or one .tar shard).")
     p.add_argument("--out", required=True, metavar="HTMLDIR", help="Folder for the pages: new, empty, or an earlier preview.")
-    p.add_argument("--movies", type=_positive_int, default=None, help="Preview only the first N movies. Default: all.")
-    p.add_argument("--thumb-width", type=_positive_int, default=320,
+    p.add_argument("--movies", type=positive_int, default=None, help="Preview only the first N movies. Default: all.")
+    p.add_argument("--thumb-width", type=positive_int, default=320,
                    help="Width in pixels of the keyframe images (never enlarged). Default: 320.")
     p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
 

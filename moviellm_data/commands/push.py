@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import _positive_int, verb
+from ..argtypes import positive_int
+from ..cli import verb
 from ..hub import DEFAULT_FILES_PER_COMMIT
 
 
@@ -13,7 +14,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", metavar="DIR", help="The dataset folder (made by `moviellm generate` or a builder).")
     p.add_argument("--repo", required=True, metavar="ORG/NAME", help="The dataset repository on the Hub.")
     p.add_argument("--private", action="store_true", help="Create the repository private (an existing one keeps its visibility).")
-    p.add_argument("--files-per-commit", type=_positive_int, default=DEFAULT_FILES_PER_COMMIT,
+    p.add_argument("--files-per-commit", type=positive_int, default=DEFAULT_FILES_PER_COMMIT,
                    help="Files per commit when committing in batches (huggingface_hub 2.x); a rerun after an "
                         f"interruption resends at most one batch. Default: {DEFAULT_FILES_PER_COMMIT}.")
     p.add_argument("--endpoint", default=None, metavar="URL",

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends import add_backend_arguments, build_renderer
-from ..cli import _byte_size, verb
+from ..argtypes import byte_size
+from ..cli import verb
 from ..errors import ConfigError
 from ..renderers.base import Renderer
 from ..script import MovieScript
@@ -146,7 +147,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scripts", nargs="+", metavar="SCRIPTS",
                    help="Movie-script .json files, .jsonl files of scripts, folders of them, dataset folders or .tar shards.")
     p.add_argument("--out", required=True, help="New dataset folder (or an earlier render of the same scripts, to continue).")
-    p.add_argument("--shard-size", type=_byte_size, default="1GB", help="Target size of one tar shard. Default: 1GB.")
+    p.add_argument("--shard-size", type=byte_size, default="1GB", help="Target size of one tar shard. Default: 1GB.")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is larger and closer. Default: 18.")
     p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
     add_backend_arguments(p, writers=False)

@@ -7,20 +7,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..argtypes import positive_int
 from ..errors import ConfigError
 from .presets import DEFAULT_MODEL, PRESETS
 
 HELP = "a diffusers text-to-image model (SDXL base + refiner by default) with learned style embeddings"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -32,10 +23,10 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="SDXL refiner folder or Hub id; 'none' renders with the base model alone. Default: the "
                             "SDXL 1.0 refiner when the preset uses one.")
     group.add_argument("--preset", default="fast", choices=sorted(PRESETS), help=f"Rendering recipe. {presets}. Default: fast.")
-    group.add_argument("--steps", type=_positive, default=None, help="Denoising steps (overrides the preset's, recorded).")
+    group.add_argument("--steps", type=positive_int, default=None, help="Denoising steps (overrides the preset's, recorded).")
     group.add_argument("--guidance", type=float, default=None, help="Classifier-free guidance scale (overrides the preset's).")
     group.add_argument("--negative-prompt", default=None, help="Negative prompt (overrides the preset's quality/anatomy list).")
-    group.add_argument("--batch-size", type=_positive, default=None, help="Shots per pipeline call. Default: the preset's (fast: 8).")
+    group.add_argument("--batch-size", type=positive_int, default=None, help="Shots per pipeline call. Default: the preset's (fast: 8).")
     group.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None,
                        help="Weights and activations of the UNets and text encoders. Default: float16 (use float32 on CPU).")
     group.add_argument("--vae-dtype", choices=("float16", "bfloat16", "float32"), default=None,
@@ -49,15 +40,15 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--offload", choices=("none", "model", "sequential"), default="none",
                        help="CPU offload for small cards: model (whole models on demand) or sequential (layer by layer, slowest).")
     group.add_argument("--vae-tiling", action="store_true", help="Decode in tiles to save memory at high resolution.")
-    group.add_argument("--decode-batch", type=_positive, default=4, help="Latents decoded per VAE call. Default: 4.")
+    group.add_argument("--decode-batch", type=positive_int, default=4, help="Latents decoded per VAE call. Default: 4.")
     group.add_argument("--render-seed", type=int, default=0, help="Seed mixed into every frame seed. Default: 0.")
     group.add_argument("--frame-seeds", choices=("movie", "dreamframe"), default="movie",
                        help="movie: seeds from movie id and frame index (default); dreamframe: 20 + frame index as the reference.")
     group.add_argument("--style", choices=("train", "none"), default="train",
                        help="train: learn (or reuse) each movie's style embedding and ship it; none: prompt with the keyword.")
-    group.add_argument("--style-steps", type=_positive, default=None,
+    group.add_argument("--style-steps", type=positive_int, default=None,
                        help="Style training optimizer steps (the reference schedule, rescaled). Default: the preset's (400).")
-    group.add_argument("--style-images", type=_positive, default=None, help="Style images rendered to learn from. Default: 8.")
+    group.add_argument("--style-images", type=positive_int, default=None, help="Style images rendered to learn from. Default: 8.")
     group.add_argument("--style-cache", default=None, metavar="DIR",
                        help="Cache of learned style embeddings. Default: $MOVIELLM_CACHE/styles or ~/.cache/moviellm/styles.")
     group.add_argument("--gradient-checkpointing", action="store_true", help="Save memory while learning a style.")

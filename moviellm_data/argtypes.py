@@ -1,0 +1,36 @@
+"""Argument types shared by every verb's options (argparse ``type=`` callables)."""
+
+from __future__ import annotations
+
+import argparse
+
+_UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "b": 1}
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def byte_size(text: str) -> int:
+    """'1GB', '500MB', '64KB' or a plain number of bytes (decimal units, as the Hub counts)."""
+    lowered = text.strip().lower()
+    for unit, factor in _UNITS.items():
+        if lowered.endswith(unit):
+            number = lowered[: -len(unit)].strip()
+            break
+    else:
+        number, factor = lowered, 1
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 1GB or 500MB, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
