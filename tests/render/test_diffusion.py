@@ -50,6 +50,17 @@ def test_tiny_movies_render_end_to_end_into_shards(make_renderer, tmp_path):
         embedding = read_style_embedding(sample["style.safetensors"])
         assert embedding["clip_l"].shape == (1, 32) and embedding["clip_g"].shape == (1, 48)
 
+    # datasets reads the card's features, the style member included (as bytes).
+    from datasets import Video, load_dataset
+
+    from moviellm_data.features import movie_features
+
+    dataset = load_dataset(str(out), split="train")
+    assert dataset.features == movie_features(with_style=True)
+    dataset = dataset.cast_column("mp4", Video(decode=False))
+    for row in dataset:
+        assert read_style_embedding(row["style.safetensors"])["clip_g"].shape == (1, 48)
+
     recipe = yaml.safe_load((out / "pipeline.yaml").read_text())["recipe"]["renderer"]
     assert recipe == renderer.describe()
     # Same command again: everything is there, nothing is rendered again.
