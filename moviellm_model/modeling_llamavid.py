@@ -34,6 +34,7 @@ from torch import nn
 from transformers import GenerationMixin, InstructBlipQFormerModel, LlamaModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.masking_utils import create_masks_for_generate
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.instructblip.modeling_instructblip import InstructBlipQFormerEmbeddings
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
@@ -134,11 +135,17 @@ class LlamaVidVisionAttention(nn.Module):
 class LlamaVidVisionMLP(nn.Module):
     def __init__(self, config: LlamaVidVisionConfig):
         super().__init__()
+        self.config = config
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.act = ACT2FN[config.hidden_act]
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if getattr(self.config, "fused_gelu", False):
+            # fc1 + bias + GELU in one call (cuBLASLt epilogue on CUDA): the [.., 6144] activations are written once
+            flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+            hidden = torch._addmm_activation(self.fc1.bias, flat, self.fc1.weight.t(), use_gelu=True)
+            return self.fc2(hidden.view(*hidden_states.shape[:-1], -1))
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
@@ -412,10 +419,11 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
         self.set_fast_attention(config.fast_attention)
 
     def set_fast_attention(self, enabled: bool = True) -> None:
-        """Switch `config.fast_attention` (LLaMA-VID's attention function for the language model) on or off.
+        """Switch `config.fast_attention` (implicit causal masks for a compiled decoder) on or off.
 
-        It replaces transformers' "sdpa" implementation of the language model and nothing else: with "eager" or
-        "flash_attention_2" requested, the language model keeps them.
+        It replaces transformers' "sdpa" implementation of the language model by the same SDPA function with
+        LLaMA-VID's mask function, and nothing else: with "eager" or "flash_attention_2" requested, the language model
+        keeps them.
         """
         self.config.fast_attention = bool(enabled)
         text_config = self.language_model.config
@@ -758,28 +766,31 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
     # ---- fast paths ---------------------------------------------------------------------------------------------------
 
     def compile_blocks(self, vision: bool = True, language_model: bool = True, **compile_kwargs) -> None:
-        """`torch.compile` the vision tower's blocks and/or the language model's decoder.
+        """`torch.compile` the vision tower and/or the language model's decoder, each as one region.
 
-        - Vision: every EVA block is compiled (one compilation serves all 39 blocks): norms, biases, GELU and residual
-          adds are fused around the matrix products. Use it for feature extraction over many frames.
+        - Vision: the EVA tower is compiled as one region: norms, biases, GELU and residual adds are fused around the
+          matrix products, across block boundaries too. Use it for feature extraction over many frames (a new batch
+          size recompiles once, then the tower is compiled with a dynamic batch).
         - Language model: the whole decoder stack is compiled as one region, for long prefills. Per-layer regions
           would be recompiled once per layer (each decoder layer reads its own cache slot, which dynamo guards on)
-          and stop being compiled after `torch._dynamo.config.recompile_limit` layers. Combine it with
-          `config.fast_attention` so that the compiled prefill keeps SDPA's flash/cuDNN causal kernels. Another
-          prompt length recompiles once, then the decoder is compiled with dynamic shapes.
+          and stop being compiled after `torch._dynamo.config.recompile_limit` layers. This also switches on
+          `config.fast_attention`, so that the compiled prefill keeps SDPA's flash/cuDNN causal kernels (a traced
+          transformers mask would force a slower kernel). Another prompt length recompiles once, then the decoder is
+          compiled with dynamic shapes.
 
         `generate(cache_implementation="static")` compiles its decoding step itself. `compile_kwargs` go to
         `torch.compile` (e.g. `mode`, `dynamic`). Undo with `uncompile_blocks()`.
         """
         if vision:
-            for block in self.model.vision_model.layers:
-                block.compile(**compile_kwargs)
+            self.model.vision_model.compile(**compile_kwargs)
         if language_model:
+            self.set_fast_attention(True)
             self.model.language_model.compile(**compile_kwargs)
 
     def uncompile_blocks(self) -> None:
         """Drop what `compile_blocks` set up (eager blocks again)."""
-        for module in [*self.model.vision_model.layers, self.model.language_model, *self.model.language_model.layers]:
+        vision, language = self.model.vision_model, self.model.language_model
+        for module in [vision, *vision.layers, language, *language.layers]:
             module._compiled_call_impl = None
 
     def set_fast_attention(self, enabled: bool = True) -> None:
@@ -860,6 +871,36 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
         extra = {key: value for key, value in outputs.items() if key != "last_hidden_state"}
         output = CausalLMOutputWithPast(loss=loss, logits=logits, **extra)
         return output.to_tuple() if return_dict is False else output
+
+    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
+        """The mask `generate` builds eagerly before every compiled decoding step over a static cache.
+
+        With `config.fast_attention`, a step of one token over a plain static cache (no sliding window, no special
+        token patterns) gets its [B, 1, 1, max_cache_len] mask by padding the 2D mask (one kernel): the keys seen so far
+        that are not padding. transformers' generic construction is the same mask from several kernels and more Python,
+        paid on every token while the GPU waits.
+        """
+        cache = kwargs.get("cache", kwargs.get("past_key_values", args[0] if args else None))
+        mask = self._static_decoding_mask(inputs_embeds, attention_mask, cache, kwargs)
+        if mask is not None:
+            return mask
+        return create_masks_for_generate(config, inputs_embeds, attention_mask, *args, **kwargs)
+
+    def _static_decoding_mask(self, inputs_embeds, attention_mask, cache, kwargs):
+        if not self.model._uses_fast_attention() or inputs_embeds.shape[1] != 1:
+            return None
+        if attention_mask is None or attention_mask.ndim != 2 or not getattr(cache, "is_compileable", False):
+            return None
+        if any(kwargs.get(name) is not None for name in ("or_mask_function", "and_mask_function", "block_sequence_ids")):
+            return None
+        lengths = {getattr(layer, "max_cache_len", None) for layer in getattr(cache, "layers", [])}
+        if len(lengths) != 1 or any(getattr(layer, "is_sliding", True) for layer in cache.layers):
+            return None
+        (length,) = lengths
+        if not isinstance(length, int) or attention_mask.shape[1] > length:
+            return None
+        mask = F.pad(attention_mask.to(device=inputs_embeds.device, dtype=torch.bool), (0, length - attention_mask.shape[1]))
+        return mask[:, None, None, :]
 
     def prepare_inputs_for_generation(
         self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs

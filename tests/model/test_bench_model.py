@@ -23,6 +23,10 @@ def test_bench_model_tiny(tmp_path, capsys):
     for figure in ("EVA-ViT-g frames/s", "visual tokens, 8 frames", "prefill, 112 tokens", "decode at 112 tokens"):
         assert f"| {figure} |" in entry
     assert "torch " in entry and "transformers " in entry and "`python3 benchmarks/bench_model.py" in entry
-    assert "relative difference" in entry  # reference and ours computed the same EVA function
-    rel = float(entry.split("relative difference ")[1].split()[0])
-    assert rel < 1e-5
+    # reference and ours computed the same functions (float32 here): EVA, prefill logits, decoding, float32 yardstick
+    eva = entry.split("EVA error vs float32 on the same weights (4 frames): ")[1].splitlines()[0]
+    assert float(eva.split("ours vs reference ")[1]) < 1e-5
+    assert float(entry.split("last-position logits, ours vs reference: relative difference ")[1].split()[0]) < 1e-5
+    assert "ours generated the reference's first 5 of 5 tokens" in entry
+    yardstick = entry.split("float32 yardstick")[1].splitlines()[0]
+    assert float(yardstick.split("ours ")[1].split(";")[0]) < 1e-5 and yardstick.endswith(tuple("0123456789"))

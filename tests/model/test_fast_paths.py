@@ -1,6 +1,7 @@
-"""Speed options of LlamaVidForConditionalGeneration on CPU: `fast_attention` (split-KV decoding, implicit causal masks
-under torch.compile) and `compile_blocks` (EVA blocks, whole decoder). Compiled paths use torch.compile's "eager"
-backend here: dynamo traces exactly what inductor would compile on a GPU, the ops then run eagerly on the CPU."""
+"""Speed options of LlamaVidForConditionalGeneration on CPU: `fast_attention` (implicit causal masks under torch.compile,
+one-kernel static-cache decoding masks), `fused_gelu` and `compile_blocks` (EVA tower, whole decoder). Compiled paths
+use torch.compile's "eager" backend here: dynamo traces what inductor would compile on a GPU, the ops then run eagerly
+on the CPU."""
 
 from __future__ import annotations
 
@@ -13,38 +14,9 @@ from transformers import CompileConfig
 
 from moviellm_model import LlamaVidConfig, LlamaVidForConditionalGeneration
 from moviellm_model import fast_attention as fa
-from moviellm_model.fast_attention import decode_attention, fast_attention_mask
+from moviellm_model.fast_attention import fast_attention_mask
 
 from .conftest import make_model
-
-
-def sdpa_reference(query, key, value, mask, scale):
-    groups = query.shape[1] // key.shape[1]
-    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale).transpose(1, 2)
-
-
-@pytest.mark.parametrize("groups", [1, 4])
-@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
-def test_decode_attention_matches_sdpa(groups, mask_kind):
-    torch.manual_seed(groups)
-    batch, kv_heads, length, dim = 2, 2, 53, 16
-    query = torch.randn(batch, kv_heads * groups, 1, dim)
-    key, value = torch.randn(batch, kv_heads, length, dim), torch.randn(batch, kv_heads, length, dim)
-    mask = None
-    if mask_kind != "none":
-        mask = torch.rand(batch, 1, 1, length) > 0.4
-        mask[..., 0] = True
-        if mask_kind == "float":
-            mask = torch.where(mask, 0.0, torch.finfo(torch.float32).min)
-    expected = sdpa_reference(query, key, value, mask, 0.37)
-    got = decode_attention(query, key, value, mask, 0.37)
-    assert got.shape == (batch, 1, kv_heads * groups, dim)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    # bf16 inputs: float32 softmax, result rounded once
-    got16 = decode_attention(query.bfloat16(), key.bfloat16(), value.bfloat16(), mask, 0.37)
-    assert got16.dtype == torch.bfloat16
-    assert float((got16.float() - expected).norm() / expected.norm()) < 1e-2
 
 
 def test_mask_function_keeps_plain_causal_implicit():
@@ -86,21 +58,72 @@ def test_fast_attention_is_exact_without_compile(tiny_model, processor):
                                tiny_model(input_ids=ids, attention_mask=mask).logits)
 
 
-def test_compiled_static_decoding_uses_split_kv(monkeypatch, tiny_model, processor):
-    traced = []
-    monkeypatch.setattr(fa, "decode_attention", lambda *a, **k: traced.append(a[1].shape) or decode_attention(*a, **k))
-    ids = torch.randint(3, tiny_model.config.text_config.vocab_size, (1, 40))
-    settings = dict(input_ids=ids, max_new_tokens=5, do_sample=False, return_dict_in_generate=True, output_logits=True)
+def test_compiled_static_decoding_matches_reference(monkeypatch, tiny_model, processor):
+    built = []
+    fast = make_model(processor, seed=0, fast_attention=True)  # the same weights as tiny_model
+    original = fast._static_decoding_mask
+    monkeypatch.setattr(fast, "_static_decoding_mask", lambda *a: built.append(1) or original(*a))
+    ids = torch.randint(3, tiny_model.config.text_config.vocab_size, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[1, :6] = 0  # left padding
+    settings = dict(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
+                    return_dict_in_generate=True, output_logits=True)
     with torch.no_grad():
         reference = tiny_model.generate(**settings)
-        fast = make_model(processor, seed=0, fast_attention=True)
         compile_config = CompileConfig(backend="eager", fullgraph=True, mode=None)
         compile_config._compile_all_devices = True  # transformers compiles the decoding step on GPUs only
         got = fast.generate(**settings, cache_implementation="static", compile_config=compile_config)
-    assert traced and all(shape[2] >= 40 + 4 for shape in traced)  # the whole static cache, one query per step
+    assert len(built) >= 4  # one mask per decoding step, from the padding mask
     assert torch.equal(got.sequences, reference.sequences)
     for a, b in zip(got.logits, reference.logits):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_static_decoding_mask_equals_transformers_mask(processor):
+    from transformers import StaticCache
+    from transformers.masking_utils import create_masks_for_generate
+
+    model = make_model(processor, seed=1, fast_attention=True)
+    text = model.config.text_config
+    ids = torch.randint(3, text.vocab_size, (2, 9))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[0, :3] = 0
+    cache = StaticCache(config=text, max_cache_len=16)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask[:, :9], **{cache_argument(): cache})
+    step = dict(inputs_embeds=torch.empty(2, 1, 0), attention_mask=mask, position_ids=torch.full((2, 1), 9))
+    step[cache_argument()] = cache
+    ours = model.create_masks_for_generate(config=model.config, **step)
+    expected = create_masks_for_generate(config=model.config, **step)
+    assert ours.shape == expected.shape == (2, 1, 1, 16) and ours.dtype == expected.dtype == torch.bool
+    assert torch.equal(ours, expected)
+    model.set_fast_attention(False)  # the option off: transformers' construction
+    assert torch.equal(model.create_masks_for_generate(config=model.config, **step), expected)
+
+
+def cache_argument() -> str:
+    """The cache keyword of the installed transformers ("past_key_values", renamed "cache" in 5.2x)."""
+    import inspect
+
+    from transformers.masking_utils import create_masks_for_generate
+
+    return "cache" if "cache" in inspect.signature(create_masks_for_generate).parameters else "past_key_values"
+
+
+def test_fused_gelu_and_compiled_tower(processor):
+    reference = make_model(processor, seed=2)
+    fused = make_model(processor, seed=2)
+    fused.config.vision_config.fused_gelu = True
+    fused.compile_blocks(vision=True, language_model=False, backend="eager")
+    pixels = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.model.vision_model(pixels), reference.model.vision_model(pixels),
+                                   rtol=1e-5, atol=1e-5)  # exact GELU on CPU
+    assert fused.model.vision_model._compiled_call_impl is not None
+    fused.uncompile_blocks()
+    assert fused.model.vision_model._compiled_call_impl is None
+    with pytest.raises(ValueError, match="fused_gelu"):
+        LlamaVidConfig(vision_config=dict(hidden_act="gelu_pytorch_tanh", fused_gelu=True))
 
 
 def test_compiled_decoder_prefill_keeps_causal_kernel(monkeypatch, processor):
