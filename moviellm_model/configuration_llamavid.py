@@ -189,6 +189,11 @@ class LlamaVidConfig(PretrainedConfig):
             compiled (`compile_blocks`) and the batch has no padding: transformers materialises the mask under
             `torch.compile`, which forces a slower SDPA kernel. Eager calls are unchanged. Only applies when the
             language model uses `attn_implementation="sdpa"` (see `moviellm_model.fast_attention`).
+        cuda_graph_decoding (`bool`, *optional*, defaults to `False`):
+            On CUDA, `generate`'s compiled decoding steps (static cache) replay one CUDA graph captured by LLaMA-VID per
+            cache (`moviellm_model.cuda_graph_decoding`) instead of torch.compile's CUDA-graph trees, which cuts the host
+            time between tokens. Same kernels and results; the `compile_config` of `generate` still applies (its
+            CUDA-graph modes map to their inductor-only counterparts).
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embeddings (not in Llama-2).
 
@@ -229,6 +234,7 @@ class LlamaVidConfig(PretrainedConfig):
         original_rope_inv_freq_dtype: str = "bfloat16",
         sdpa_backends: list[str] | None = None,
         fast_attention: bool = False,
+        cuda_graph_decoding: bool = False,
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ):
@@ -301,6 +307,7 @@ class LlamaVidConfig(PretrainedConfig):
         self.original_rope_inv_freq_dtype = original_rope_inv_freq_dtype
         self.sdpa_backends = sdpa_backends
         self.fast_attention = bool(fast_attention)
+        self.cuda_graph_decoding = bool(cuda_graph_decoding)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @property

@@ -40,6 +40,7 @@ from transformers.models.instructblip.modeling_instructblip import InstructBlipQ
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from . import fast_attention as _fast_attention
+from .cuda_graph_decoding import CudaGraphDecoder
 from .configuration_llamavid import LlamaVidConfig, LlamaVidVisionConfig, parse_compress_type
 
 _fast_attention.register()
@@ -871,6 +872,27 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
         extra = {key: value for key, value in outputs.items() if key != "last_hidden_state"}
         output = CausalLMOutputWithPast(loss=loss, logits=logits, **extra)
         return output.to_tuple() if return_dict is False else output
+
+    def get_compiled_call(self, compile_config):
+        """The decoding step `generate` uses with a static cache; a `CudaGraphDecoder` with `config.cuda_graph_decoding`.
+
+        Without the option, or off CUDA, transformers' own `torch.compile` of `__call__` (CUDA-graph trees on GPUs).
+        """
+        if not getattr(self.config, "cuda_graph_decoding", False) or self.device.type != "cuda":
+            return super().get_compiled_call(compile_config)
+        compile_config = compile_config or self._default_compile_config()
+        # the decoder captures the graph itself: inductor's CUDA-graph modes become their plain counterparts
+        mode = {"reduce-overhead": None, "max-autotune": "max-autotune-no-cudagraphs"}.get(
+            compile_config.mode, compile_config.mode
+        )
+        settings = dict(fullgraph=compile_config.fullgraph, dynamic=compile_config.dynamic,
+                        backend=compile_config.backend, mode=mode, options=compile_config.options)
+        if settings["options"] is not None:
+            settings["mode"] = None  # torch.compile takes one of the two
+        if getattr(self, "_cuda_graph_decoder_settings", None) != settings:
+            self._cuda_graph_decoder = CudaGraphDecoder(torch.compile(self.__call__, **settings), self.lm_head.weight)
+            self._cuda_graph_decoder_settings = settings
+        return self._cuda_graph_decoder
 
     def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
         """The mask `generate` builds eagerly before every compiled decoding step over a static cache.

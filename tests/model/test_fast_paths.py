@@ -154,3 +154,47 @@ def test_compiled_decoder_prefill_keeps_causal_kernel(monkeypatch, processor):
                                                    do_sample=False))
     model.uncompile_blocks()
     assert model.model.language_model._compiled_call_impl is None
+
+
+class EmulatedGraph:
+    """Stands in for a CUDA graph on the CPU: capture runs the step once, replay reruns it into the captured outputs."""
+
+    def __init__(self, pool=None):
+        self.pool = pool if pool is not None else object()
+        self.step = self.output = None
+
+    def capture(self, step):
+        self.step = step
+        self.output = step()
+        return self.output
+
+    def replay(self):
+        self.output.logits.copy_(self.step().logits)
+
+
+def test_cuda_graph_decoder_replays_static_steps(processor, tiny_model):
+    from moviellm_model.cuda_graph_decoding import CudaGraphDecoder
+
+    model = make_model(processor, seed=0, fast_attention=True, cuda_graph_decoding=True)
+    assert not isinstance(model.get_compiled_call(None), CudaGraphDecoder)  # CPU: transformers' compiled call
+    decoder = CudaGraphDecoder(torch.compile(model.__call__, backend="eager", fullgraph=True), model.lm_head.weight,
+                               graph_factory=EmulatedGraph)
+    model.get_compiled_call = lambda compile_config: decoder
+    ids = torch.randint(3, model.config.text_config.vocab_size, (2, 33))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    settings = dict(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                    return_dict_in_generate=True, output_logits=True)
+    compile_config = CompileConfig(backend="eager")
+    compile_config._compile_all_devices = True
+    with torch.no_grad():
+        reference = tiny_model.generate(**settings)
+        for captures in (1, 2):  # a new generate call brings a new cache: one capture each
+            got = model.generate(**settings, cache_implementation="static", compile_config=compile_config)
+            assert decoder.captures == captures
+            assert torch.equal(got.sequences, reference.sequences)
+            for a, b in zip(got.logits, reference.logits):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        # steps that are not single-token static-cache steps run the compiled forward directly
+        assert decoder(input_ids=ids, attention_mask=mask).logits.shape[:2] == (2, 33)
+        assert decoder.captures == 2
