@@ -25,15 +25,12 @@ __all__ = ["CudaGraphDecoder"]
 class _CudaGraph:
     """`torch.cuda.CUDAGraph` behind the small interface `CudaGraphDecoder` needs (tests pass an emulation)."""
 
-    def __init__(self, pool=None):
+    def __init__(self):
         self.graph = torch.cuda.CUDAGraph()
-        self.pool = pool
 
     def capture(self, fn: Callable):
-        with torch.cuda.graph(self.graph, pool=self.pool):
-            output = fn()
-        self.pool = self.graph.pool()
-        return output
+        with torch.cuda.graph(self.graph):
+            return fn()
 
     def replay(self) -> None:
         self.graph.replay()
@@ -45,7 +42,7 @@ class CudaGraphDecoder:
     Args:
         forward: the model's compiled `__call__` (inductor, no CUDA graphs of its own).
         weights: a parameter whose storage must not move while a graph is alive (a moved model drops the graph).
-        graph_factory: builds the graph object from the previous graph's memory pool (`None` the first time).
+        graph_factory: builds an empty graph object (`capture(fn)` returns fn's outputs, `replay()`).
     """
 
     def __init__(self, forward: Callable, weights: torch.Tensor, graph_factory: Callable = _CudaGraph):
@@ -53,12 +50,10 @@ class CudaGraphDecoder:
         self.weights = weights
         self.graph_factory = graph_factory
         self.graph = None
-        self.pool = None
         self.key = None
         self.cache = None  # weak reference: the graph reads this cache's tensors in place
         self.buffers: dict[str, torch.Tensor] = {}
         self.output = None
-        self.warm = False
         self.captures = 0  # for tests and diagnostics
 
     def __call__(self, **kwargs):
@@ -81,8 +76,8 @@ class CudaGraphDecoder:
         if tokens is None or tokens.ndim < 2 or tokens.shape[1] != 1:
             return None
         layers = getattr(cache, "layers", None)
-        if not layers or not getattr(cache, "is_compileable", False):
-            return None
+        if not layers or not getattr(cache, "is_compileable", False) or getattr(cache, "offloading", False):
+            return None  # offloaded caches move tensors from Python between layers: not something a graph replays
         if not all(getattr(layer, "is_initialized", False) and hasattr(layer, "cumulative_length") for layer in layers):
             return None
         parts = [id(cache), self.weights.data_ptr()]
@@ -100,7 +95,7 @@ class CudaGraphDecoder:
         return tuple(parts)
 
     def _capture(self, kwargs, key, cache):
-        self.graph = self.output = None  # release the previous graph before reusing its memory pool
+        self.graph = self.output = None  # release the previous graph (and its memory) first
         buffers = {name: value.clone() for name, value in kwargs.items() if isinstance(value, torch.Tensor)}
         call = dict(kwargs, **buffers)
         # Warming up and capturing must leave the cache where the step found it: the graph itself advances the write
@@ -112,18 +107,18 @@ class CudaGraphDecoder:
             for layer, position in zip(cache.layers, positions):
                 layer.cumulative_length.copy_(position)
 
-        if not self.warm and self.weights.is_cuda:
+        if self.weights.is_cuda:
+            # a side-stream run first: compiles on first use (or recompiles), initialises kernels and library handles,
+            # so that nothing but kernel launches happens during the capture
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                self.forward(**call)  # compiles on first use; initialises kernels and library handles
+                self.forward(**call)
                 restore()
             torch.cuda.current_stream().wait_stream(stream)
-        self.warm = True
-        graph = self.graph_factory(self.pool)
+        graph = self.graph_factory()
         output = graph.capture(lambda: self.forward(**call))
         restore()
-        self.pool = getattr(graph, "pool", None)
         self.graph, self.output, self.buffers, self.key = graph, output, buffers, key
         self.cache = weakref.ref(cache)
         self.captures += 1

@@ -159,8 +159,7 @@ def test_compiled_decoder_prefill_keeps_causal_kernel(monkeypatch, processor):
 class EmulatedGraph:
     """Stands in for a CUDA graph on the CPU: capture runs the step once, replay reruns it into the captured outputs."""
 
-    def __init__(self, pool=None):
-        self.pool = pool if pool is not None else object()
+    def __init__(self):
         self.step = self.output = None
 
     def capture(self, step):
