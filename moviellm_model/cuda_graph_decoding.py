@@ -1,25 +1,29 @@
 """One CUDA graph per static cache for `generate`'s decoding steps (`LlamaVidConfig.cuda_graph_decoding`).
 
 `generate(cache_implementation="static")` compiles the decoding step with torch.compile's "reduce-overhead" mode (CUDA
-graph trees). On an H100 a Llama-7B step over a 14.6k-token cache then keeps the GPU busy 8.5 ms of the 11.9 ms per token
+graph trees). On an H100 a Llama-7B step over a 14.6k-token cache then kept the GPU busy 8.5 ms of the 11.9 ms per token
 (benchmarks/RESULTS.md): `generate` synchronises on every token, and the host work between two graphs (guards, graph-tree
-bookkeeping over ~400 static inputs, transformers' loop) leaves the GPU idle for the rest.
+bookkeeping over ~400 static inputs, transformers' loop) left the GPU idle for the rest.
 
 `CudaGraphDecoder` is what the model returns from `get_compiled_call`: the same forward compiled by inductor without its
-own CUDA graphs, captured here once per cache into a single `torch.cuda.CUDAGraph`, and replayed for every token after
-copying the few per-token inputs (token ids, mask, positions) into the captured buffers. The cache tensors and the
-weights are read in place; the cache's write position is a device tensor that the graph advances itself. Steps that do
-not fit (several new tokens, a dynamic cache, inputs that are not tensors or plain values) run the compiled forward.
+own CUDA graphs, captured here into a single `torch.cuda.CUDAGraph` when a new cache arrives (one capture per `generate`
+call, a few tens of milliseconds; the first also warms up and compiles), and replayed for every token after copying the
+few per-token inputs (token ids, mask) into the captured buffers. The cache tensors and the weights are read in place;
+the cache's write position is a device tensor that the graph advances itself. Steps that do not fit (several new
+tokens, a dynamic or offloaded cache, inputs that are neither tensors nor plain values) run the compiled forward.
 """
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Callable
 
 import torch
 
 __all__ = ["CudaGraphDecoder"]
+
+_CACHE_FIELDS = ("past_key_values", "cache")  # the output field's name before and after transformers 5.2x
 
 
 class _CudaGraph:
@@ -66,7 +70,12 @@ class CudaGraphDecoder:
         for name, buffer in self.buffers.items():
             buffer.copy_(kwargs[name])
         self.graph.replay()
-        return self.output
+        # the captured outputs (logits in the graph's memory), with this step's cache; no reference to a cache is kept
+        result = copy.copy(self.output)
+        for name in _CACHE_FIELDS:
+            if name in result:
+                result[name] = cache
+        return result
 
     def _key(self, kwargs, cache):
         """Hashable description of a graph-able single-token step, or None."""
@@ -94,6 +103,18 @@ class CudaGraphDecoder:
                 return None
         return tuple(parts)
 
+    def _warm_up(self, call, restore):
+        """A side-stream run before a capture: compiles, initialises kernels and library handles, so that nothing but
+        kernel launches happens while capturing (CUDA only; the cache is left where it was)."""
+        if not self.weights.is_cuda:
+            return
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.forward(**call)
+            restore()
+        torch.cuda.current_stream().wait_stream(stream)
+
     def _capture(self, kwargs, key, cache):
         self.graph = self.output = None  # release the previous graph (and its memory) first
         buffers = {name: value.clone() for name, value in kwargs.items() if isinstance(value, torch.Tensor)}
@@ -107,18 +128,27 @@ class CudaGraphDecoder:
             for layer, position in zip(cache.layers, positions):
                 layer.cumulative_length.copy_(position)
 
-        if self.weights.is_cuda:
-            # a side-stream run first: compiles on first use (or recompiles), initialises kernels and library handles,
-            # so that nothing but kernel launches happens during the capture
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                self.forward(**call)
-                restore()
-            torch.cuda.current_stream().wait_stream(stream)
+        # A new cache with the inputs of the last capture (the next `generate` call) needs no warm-up: same shapes, same
+        # compiled code. Anything else is warmed up first.
+        warmed = self.key is None or key[1:] != self.key[1:]
+        if warmed:
+            self._warm_up(call, restore)
         graph = self.graph_factory()
-        output = graph.capture(lambda: self.forward(**call))
+        try:
+            output = graph.capture(lambda: self.forward(**call))
+        except Exception:
+            if warmed:
+                raise
+            # should the compiled forward need to recompile for this cache after all, that cannot happen inside a
+            # capture: warm up and capture again
+            restore()
+            self._warm_up(call, restore)
+            graph = self.graph_factory()
+            output = graph.capture(lambda: self.forward(**call))
         restore()
+        for name in _CACHE_FIELDS:
+            if name in output:
+                output[name] = None  # `__call__` puts the current cache back; a finished cache can be freed
         self.graph, self.output, self.buffers, self.key = graph, output, buffers, key
         self.cache = weakref.ref(cache)
         self.captures += 1
