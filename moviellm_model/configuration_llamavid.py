@@ -192,8 +192,10 @@ class LlamaVidConfig(PretrainedConfig):
         cuda_graph_decoding (`bool`, *optional*, defaults to `False`):
             On CUDA, `generate`'s compiled decoding steps (static cache) replay one CUDA graph captured by LLaMA-VID per
             cache (`moviellm_model.cuda_graph_decoding`) instead of torch.compile's CUDA-graph trees, which cuts the host
-            time between tokens. Same kernels and results; the `compile_config` of `generate` still applies (its
-            CUDA-graph modes map to their inductor-only counterparts).
+            time between tokens. Same kernels and results; the `compile_config` of `generate` still chooses the
+            kernels (its CUDA-graph modes map to their inductor-only counterparts). Fastest measured on an H100 (2-hour
+            movie, 14.5k tokens): `compile_config=CompileConfig(mode="max-autotune")`, 115 tokens/s against 85 with
+            transformers' default; it autotunes for about a minute on first use.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embeddings (not in Llama-2).
 

@@ -443,7 +443,8 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
         - An all-ones padding mask is dropped: it means "no padding", and without it the causal mask stays implicit
           (SDPA `is_causal`) even inside a compiled decoder, where transformers cannot look at the mask's values.
         - A static cache that the compiled decoder will fill is allocated here, eagerly, so that its tensors get static
-          addresses (CUDA graphs of the decoding steps need them; allocating inside a traced graph skips that).
+          addresses (CUDA graphs of the decoding steps need them; allocating inside a traced graph skips that). Prompts
+          into a static cache skip the compiled decoder (see `forward`), single tokens use it.
         """
         if torch.compiler.is_compiling():
             return attention_mask
@@ -717,8 +718,19 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
             )
 
         attention_mask = self._prepare_decoder_inputs(attention_mask, inputs_embeds, kwargs)
+        decoder = self.language_model
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        if (
+            getattr(decoder, "_compiled_call_impl", None) is not None
+            and not torch.compiler.is_compiling()
+            and inputs_embeds.shape[1] > 1
+            and getattr(cache, "is_compileable", False)
+        ):
+            # A prompt into a static cache runs eagerly even when `compile_blocks` compiled the decoder: only eagerly
+            # can transformers read the cache position and keep the causal mask implicit (flash/cuDNN kernels).
+            decoder = decoder.forward
         with sdpa_priority(self.config.sdpa_backends, inputs_embeds.device):
-            return self.language_model(
+            return decoder(
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
@@ -738,6 +750,17 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
     >>> processor = AutoProcessor.from_pretrained("path/to/llamavid-7b-long-video")
     >>> inputs = processor(text=prompt, videos=["movie.mp4"], qformer_text=[question], return_tensors="pt")
     >>> output = model.generate(**inputs, max_new_tokens=256)
+    ```
+
+    Fast inference on a GPU (each option is measured in `benchmarks/bench_model.py`; results stay within bf16 rounding):
+
+    ```python
+    >>> from transformers import CompileConfig
+    >>> model.config.vision_config.fused_gelu = True  # EVA: fc1 + GELU in one cuBLASLt call
+    >>> model.config.cuda_graph_decoding = True  # decoding: one CUDA graph per static cache
+    >>> model.compile_blocks(vision=False)  # prefill: the whole decoder compiled once (switches on fast_attention)
+    >>> output = model.generate(**inputs, max_new_tokens=256, cache_implementation="static",
+    ...                         compile_config=CompileConfig(mode="max-autotune"))
     ```
     """
 

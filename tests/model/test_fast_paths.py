@@ -147,9 +147,12 @@ def test_compiled_decoder_prefill_keeps_causal_kernel(monkeypatch, processor):
         got = model(input_ids=ids, attention_mask=mask).logits
         assert calls and all(no_mask and causal for _, no_mask, causal in calls)  # traced: flash/cuDNN-eligible
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-        # generate with a static cache through the compiled decoder: the cache is allocated eagerly first
+        # generate with a static cache: its prompt runs eagerly (transformers keeps the causal mask implicit only
+        # there), the single-token steps through the compiled decoder into the eagerly allocated cache
+        calls.clear()
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False,
                              cache_implementation="static", disable_compile=True)
+        assert calls[0] == (30, True, True) and all(q == 1 for q, _, _ in calls[2:])
         assert torch.equal(out, reference.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4,
                                                    do_sample=False))
     model.uncompile_blocks()
@@ -197,3 +200,16 @@ def test_cuda_graph_decoder_replays_static_steps(processor, tiny_model):
         # steps that are not single-token static-cache steps run the compiled forward directly
         assert decoder(input_ids=ids, attention_mask=mask).logits.shape[:2] == (2, 33)
         assert decoder.captures == 2
+
+
+def test_compiled_decoder_with_compiled_static_generate(processor, tiny_model):
+    # the class docstring's recipe: compiled decoder for prompts, compiled decoding steps over a static cache
+    model = make_model(processor, seed=0)
+    model.compile_blocks(vision=False, backend="eager")
+    compile_config = CompileConfig(backend="eager", fullgraph=True, mode=None)
+    compile_config._compile_all_devices = True
+    ids = torch.randint(3, model.config.text_config.vocab_size, (1, 30))
+    with torch.no_grad():
+        got = model.generate(input_ids=ids, max_new_tokens=5, do_sample=False, cache_implementation="static",
+                             compile_config=compile_config)
+        assert torch.equal(got, tiny_model.generate(input_ids=ids, max_new_tokens=5, do_sample=False))
