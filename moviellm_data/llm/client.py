@@ -354,17 +354,9 @@ class ChatClient:
             await self._wait_cooldown()
             mode = self._mode
             kwargs = self._request(call, repair, max_tokens, mode)
-            prompt_chars = sum(len(m["content"]) for m in kwargs["messages"])
             retry_after: float | None = None
             async with self._slots:
-                estimate = self.meter.estimate(prompt_chars, max_tokens)
-                try:
-                    self.meter.reserve(estimate)
-                except BudgetExceeded as err:
-                    raise RequestFailed(f"{call.label}: {err}") from None
-                self.attempts += 1
-                usage.requests += 1
-                self.usage.requests += 1
+                estimate = self._begin_attempt(call, kwargs, max_tokens, usage)
                 try:
                     response = await self._client.chat.completions.create(**kwargs)
                 except openai.APIStatusError as err:
@@ -421,14 +413,7 @@ class ChatClient:
         while True:
             mode = self._mode
             kwargs = self._request(call, repair, max_tokens, mode)
-            estimate = self.meter.estimate(sum(len(m["content"]) for m in kwargs["messages"]), max_tokens)
-            try:
-                self.meter.reserve(estimate)
-            except BudgetExceeded as err:
-                raise RequestFailed(f"{call.label}: {err}") from None
-            self.attempts += 1
-            usage.requests += 1
-            self.usage.requests += 1
+            estimate = self._begin_attempt(call, kwargs, max_tokens, usage)
             try:
                 status, body = await self._batch.send(kwargs)
             except BatchError as err:
@@ -462,6 +447,18 @@ class ChatClient:
                         self.settings.retry.max_retries, delay)
             retries += 1
             await asyncio.sleep(delay)
+
+    def _begin_attempt(self, call, kwargs: dict, max_tokens: int, usage: Usage) -> float:
+        """Reserve the attempt's estimated cost (or refuse it past --max-cost) and count it; return the estimate."""
+        estimate = self.meter.estimate(sum(len(m["content"]) for m in kwargs["messages"]), max_tokens)
+        try:
+            self.meter.reserve(estimate)
+        except BudgetExceeded as err:
+            raise RequestFailed(f"{call.label}: {err}") from None
+        self.attempts += 1
+        usage.requests += 1
+        self.usage.requests += 1
+        return estimate
 
     def _account(self, response, estimate: float, usage: Usage) -> None:
         """Count an answered request's tokens and cost for the call and the run."""
