@@ -98,13 +98,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The full parser; given ``argv``, only the chosen verb's options are built.
+    """The parser of ``moviellm``; with ``argv``, only the verb it names gets its options built.
 
-    Some verbs' options come from heavy modules (the model converter imports torch and transformers):
-    building only the chosen verb keeps ``moviellm generate`` from paying for them.
+    Some verbs' options come from heavy or optional modules (the model converter imports torch and
+    transformers): building only the chosen verb keeps ``moviellm generate`` and ``moviellm --help`` from
+    paying for them, or failing on an install without the optional extras. Without ``argv`` every verb is
+    built (for callers that parse several command lines with one parser).
     """
     _load_command_modules()
-    chosen = _chosen_verb(argv)
+    build_all = argv is None
+    chosen = None if build_all else _chosen_verb(argv)
     parser = _Parser(
         prog="moviellm",
         description="Generate synthetic movies for long-video training, publish them, and train and "
@@ -115,16 +118,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
     for name, help_text, add_arguments, run in _VERBS:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if chosen is None or chosen == name:
+        if build_all or chosen == name:
             add_arguments(p)
         p.set_defaults(run=run)
     return parser
 
 
-def _chosen_verb(argv: Sequence[str] | None) -> str | None:
-    """The verb named in ``argv`` (its first word that is not an option), or None to build every verb."""
-    if argv is None:
-        return None
+def _chosen_verb(argv: Sequence[str]) -> str | None:
+    """The verb named in ``argv`` (its first word that is not an option), or None when it names none."""
     names = {name for name, *_ in _VERBS}
     for word in argv:
         if not word.startswith("-"):
@@ -134,16 +135,18 @@ def _chosen_verb(argv: Sequence[str] | None) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _load_command_modules()
+    prog = " ".join(filter(None, ["moviellm", _chosen_verb(argv)]))
     try:
+        args = build_parser(argv).parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
         return args.run(args)
     except MovieLLMError as err:
-        print(f"moviellm {args.verb}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"moviellm {args.verb}: interrupted; run the same command again to continue.", file=sys.stderr)
+        print(f"{prog}: interrupted; run the same command again to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 
 from ..cli import verb
+from ..errors import MovieLLMError
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    # The options belong to the converter; importing it here costs nothing (torch loads at conversion).
-    from moviellm_model.convert_llamavid_original import add_arguments
-
+    # The options belong to the converter, which needs the model extra (torch, transformers).
+    try:
+        from moviellm_model.convert_llamavid_original import add_arguments
+    except ImportError as err:
+        raise MovieLLMError(
+            f"convert-llamavid needs the model extra ({err.name} is missing); install it with "
+            "`pip install 'moviellm[model]'`."
+        ) from None
     add_arguments(parser)
 
 

@@ -8,6 +8,7 @@ the dataset's ``pipeline.yaml``. This module imports no openai code: building th
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -97,6 +98,8 @@ def build_openai_writer(args: argparse.Namespace):
 
     if not args.llm_model:
         raise ConfigError("--writer openai needs --llm-model, e.g. --llm-model gpt-4o-mini.")
+    if importlib.util.find_spec("openai") is None:
+        raise ConfigError("the openai writer needs the llm extra (openai is missing); run pip install 'moviellm[llm]'.")
     base_url = args.llm_base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
     source = "--llm-base-url" if args.llm_base_url else "$OPENAI_BASE_URL"
     if not re.match(r"https?://[^/]+", base_url):
