@@ -315,3 +315,33 @@ def test_corrupt_tar_given_to_the_reader_cli_free(tmp_path):
 
     with pytest.raises(ShardError, match="bad.tar is not a complete tar shard"):
         list(read_movies(bad))
+
+
+def _cli_without(blocked: list[str], *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the command line as on a core install: the named optional packages cannot be imported."""
+    code = ("import sys\n"
+            f"for name in {blocked!r}: sys.modules[name] = None\n"
+            "from moviellm_data.cli import main\n"
+            f"sys.exit(main({list(args)!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_core_install_help_and_missing_extras_are_one_sentence(tmp_path):
+    blocked = ["torch", "transformers", "diffusers", "openai"]
+    proc = _cli_without(blocked, "--help")
+    assert proc.returncode == 0 and "convert-llamavid" in proc.stdout
+    proc = _cli_without(blocked, "generate", "--movies", "1", "--out", str(tmp_path / "a"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    cases = [
+        (["convert-llamavid", "x", "--bert", "y", "--out", str(tmp_path / "b")], "pip install 'moviellm[model]'"),
+        (["generate", "--movies", "1", "--out", str(tmp_path / "c"), "--writer", "openai", "--llm-model", "m"],
+         "pip install 'moviellm[llm]'"),
+        (["generate", "--movies", "1", "--out", str(tmp_path / "d"), "--renderer", "diffusers"],
+         "pip install 'moviellm[gen]'"),
+    ]
+    for args, expected in cases:
+        proc = _cli_without(blocked, *args, env={"OPENAI_API_KEY": "sk-test-not-a-real-key"})
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
