@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,8 @@ import yaml
 
 from moviellm_data import __version__
 from moviellm_data.errors import ConfigError
+from moviellm_data.fileio import atomic_write_text
+from moviellm_data.pipeline import DEFAULT_SHARD_BYTES, RECIPE_NAME, WORK_DIR
 from moviellm_data.shards import (
     MANIFEST_NAME,
     ManifestEntry,
@@ -29,9 +30,6 @@ from moviellm_data.shards import (
     write_shard,
 )
 
-RECIPE_NAME = "pipeline.yaml"
-WORK_DIR = ".moviellm"
-DEFAULT_SHARD_BYTES = 1_000_000_000
 
 
 def safe_key(text: str) -> str:
@@ -63,9 +61,7 @@ def prepare_folder(out: Path, kind: str, source: dict, command: str | None = Non
         "command": command,
         "source": source,
     }
-    tmp = out / f".{RECIPE_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, recipe_path)
+    atomic_write_text(recipe_path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
 
 def pack(out: Path, samples: Iterable[tuple[str, dict[str, bytes]]], prefix: str,

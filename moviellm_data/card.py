@@ -27,13 +27,13 @@ from cards import template
 
 from .errors import MovieLLMError
 from .features import movie_features
+from .fileio import atomic_write_text
+from .pipeline import CARD_NAME, RECIPE_NAME
 from .shards import MANIFEST_NAME, ManifestEntry, read_manifest
 
 logger = logging.getLogger(__name__)
 
 SHARD_PATTERN = "movies-*.tar"
-CARD_NAME = "README.md"
-RECIPE_NAME = "pipeline.yaml"
 CONTACT_SHEET_NAME = "contact_sheet.png"
 _SEAL = re.compile(r"\n<!-- moviellm card ([0-9a-f]{16}) -->\n\Z")
 
@@ -82,9 +82,7 @@ def write_card(path: str | Path, text: str) -> bool:
         if not is_unedited(current):
             logger.warning("%s was edited by hand; it is kept as it is and not rewritten.", path)
             return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return True
 
 

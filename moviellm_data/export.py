@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import ConfigError, ShardError
+from .fileio import atomic_write_text
 from .preview import iter_frames
 from .script import QA_TYPES, MovieScript
 from .shards import iter_tar_samples, resolve_shards
@@ -464,9 +465,7 @@ def _write_settings(path: Path, settings: dict, result: ExportResult) -> None:
         "samples": result.samples,
         "feature_shape": result.feature_shape,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
 
 __all__ = [

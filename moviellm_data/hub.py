@@ -26,7 +26,6 @@ import glob
 import hashlib
 import json
 import logging
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from pathlib import Path
 
 from .card import CARD_NAME, CardError, dataset_kind, is_unedited, load_card, refresh_card
 from .errors import ConfigError, MovieLLMError
+from .fileio import atomic_write_text
+from .shards import MANIFEST_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +148,7 @@ class _HashCache:
     def save(self) -> None:
         if not self.path.parent.is_dir():
             return  # not a moviellm folder: nowhere hidden to keep the cache
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.entries, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.entries, sort_keys=True))
 
 
 def _same_as_remote(cache: _HashCache, rel: str, remote) -> bool:
@@ -291,7 +290,7 @@ def _prepare_card(root: Path, repo_id: str, contact_sheet: bool) -> None:
         logger.info("%s was edited by hand; it is uploaded as it is.", card_path)
         return
     kind = dataset_kind(root)
-    if kind == "movies" and not (root / "manifest.jsonl").exists():
+    if kind == "movies" and not (root / MANIFEST_NAME).exists():
         if current is None:
             raise CardError(f"{root} has neither a card (README.md) nor a manifest to write one from; "
                             f"run `moviellm generate --out {root}` first.")

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import ConfigError, ShardError
+from .fileio import atomic_write_text
 from .renderers.base import Renderer
 from .script import MovieScript
 from .shards import (
@@ -232,13 +233,7 @@ def _check_or_write_recipe(folder: DatasetFolder, options: GenerateOptions, reci
         document["movies"] = max(options.movies, int(earlier.get("movies", 0)))
         if earlier == document:
             return
-    _atomic_write(folder.recipe_path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(folder.recipe_path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
 
 def generate(
@@ -313,7 +308,7 @@ def finalize(folder: DatasetFolder) -> list[ManifestEntry]:
     entries = folder.all_entries()
     text = "".join(e.to_json() + "\n" for e in entries)
     if not folder.manifest_path.exists() or folder.manifest_path.read_text(encoding="utf-8") != text:
-        _atomic_write(folder.manifest_path, text)
+        atomic_write_text(folder.manifest_path, text)
     recipe = yaml.safe_load(folder.recipe_path.read_text(encoding="utf-8"))
     write_dataset_card(folder.root, entries, recipe)
     return entries

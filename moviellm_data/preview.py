@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import ConfigError, ShardError
+from .fileio import atomic_write_text
 from .renderers.storyboard import colour_of
 from .script import MovieScript
 from .shards import iter_tar_samples, resolve_shards
@@ -251,9 +252,7 @@ def _template(name: str) -> Template:
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _check_source(source: Path) -> None:

@@ -33,10 +33,12 @@ class LoadedScript:
 
 def _script_files(path: Path) -> Iterator[tuple[Path, str]]:
     """(file, kind) pairs under a SCRIPTS argument: kind is tar, json or jsonl."""
+    from ..shards import MANIFEST_NAME  # shards pulls in PyAV: only once the verb runs
+
     if path.is_dir():
         tars = sorted(path.glob("*.tar"))
         jsons = sorted(p for p in path.glob("*.json") if p.is_file())
-        jsonls = sorted(p for p in path.glob("*.jsonl") if p.is_file() and p.name != "manifest.jsonl")
+        jsonls = sorted(p for p in path.glob("*.jsonl") if p.is_file() and p.name != MANIFEST_NAME)
         if not tars and not jsons and not jsonls:
             raise ConfigError(f"{path} holds no .json scripts and no .tar shards; give script files or a dataset folder.")
         yield from ((p, "tar") for p in tars)

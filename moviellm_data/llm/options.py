@@ -141,7 +141,9 @@ def build_openai_writer(args: argparse.Namespace):
     elif args.llm_cache:
         cache_path = Path(args.llm_cache)
     else:
-        cache_path = Path(args.out) / ".moviellm" / DEFAULT_CACHE_NAME
+        from ..pipeline import WORK_DIR  # the dataset folder's hidden work folder
+
+        cache_path = Path(args.out) / WORK_DIR / DEFAULT_CACHE_NAME
     settings = ChatSettings(
         model=args.llm_model,
         base_url=base_url,
