@@ -262,8 +262,7 @@ def generate(
     result = GenerateResult(out=folder.root)
     with folder.lock(f"rank-{rank}", wait=False):
         packer = _RankPacker(folder, rank, options)
-        packer.recover()
-        done = {e.id for e in folder.all_entries()}
+        done = packer.recover()
         planned = requests if requests is not None else plan_requests(options.movies, options.seed, options.themes)
         mine = [r for r in planned if r.index % world_size == rank]
         todo = [r for r in mine if r.id not in done]
@@ -326,8 +325,8 @@ class _RankPacker:
 
     # ------------------------------------------------------------------------------------ recovery
 
-    def recover(self) -> None:
-        """Undo what a killed run of this rank left half-done."""
+    def recover(self) -> set[str]:
+        """Undo what a killed run of this rank left half-done; return the ids of every listed movie."""
         for tmp in self.folder.root.glob(f"movies-r{self.rank:04d}-*.tar.tmp"):
             tmp.unlink()
         for tmp in self.staging.glob("*.tmp"):
@@ -346,6 +345,7 @@ class _RankPacker:
         for path in self.staging.iterdir():
             if path.name.split(".", 1)[0] in done:
                 path.unlink()
+        return done
 
     # ------------------------------------------------------------------------------------- staging
 
