@@ -41,6 +41,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from . import fast_attention as _fast_attention
 from .cuda_graph_decoding import CudaGraphDecoder
+from .vision_kernels import add_layer_norm_
 from .configuration_llamavid import LlamaVidConfig, LlamaVidVisionConfig, parse_compress_type
 
 _fast_attention.register()
@@ -116,21 +117,24 @@ class LlamaVidVisionAttention(nn.Module):
             self.v_bias = None
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def attend(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Attention output before the `proj` layer: [B, N, C] -> [B, N, C]."""
         batch, length, width = hidden_states.shape
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(hidden_states, self.qkv.weight, bias)  # [B, N, 3C]
         qkv = qkv.reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)  # each [B, heads, N, head_dim]
+        query, key, value = qkv.unbind(0)  # each [B, heads, N, head_dim], views of qkv
         if getattr(self.config, "_attn_implementation", None) == "eager":
             weights = ((query * self.scale) @ key.transpose(-2, -1)).softmax(dim=-1)
             attn = weights @ value
         else:
             attn = F.scaled_dot_product_attention(query, key, value, scale=self.scale)
-        attn = attn.transpose(1, 2).reshape(batch, length, width)
-        return self.proj(attn)
+        return attn.transpose(1, 2).reshape(batch, length, width)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.attend(hidden_states))
 
 
 class LlamaVidVisionMLP(nn.Module):
@@ -141,13 +145,17 @@ class LlamaVidVisionMLP(nn.Module):
         self.act = ACT2FN[config.hidden_act]
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def activations(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """GELU(fc1(x)), the input of `fc2`."""
         if getattr(self.config, "fused_gelu", False):
             # fc1 + bias + GELU in one call (cuBLASLt epilogue on CUDA): the [.., 6144] activations are written once
             flat = hidden_states.reshape(-1, hidden_states.shape[-1])
             hidden = torch._addmm_activation(self.fc1.bias, flat, self.fc1.weight.t(), use_gelu=True)
-            return self.fc2(hidden.view(*hidden_states.shape[:-1], -1))
-        return self.fc2(self.act(self.fc1(hidden_states)))
+            return hidden.view(*hidden_states.shape[:-1], -1)
+        return self.act(self.fc1(hidden_states))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activations(hidden_states))
 
 
 class LlamaVidVisionBlock(nn.Module):
@@ -177,9 +185,37 @@ class LlamaVidVisionModel(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # [B, 3, H, W] -> [B, 1 + P, C]
         hidden_states = self.embeddings(pixel_values)
+        if getattr(self.config, "fused_residual_norm", False) and not self._needs_autograd(hidden_states):
+            return self._forward_fused(hidden_states)
         for layer in self.layers:
             hidden_states = layer(hidden_states)
         return hidden_states
+
+    def _needs_autograd(self, hidden_states: torch.Tensor) -> bool:
+        """Whether this call records a graph (then the residual stream must not be updated in place).
+
+        A frozen tower (e.g. stage-3 tuning, where only the language side learns) needs none even with grad enabled.
+        """
+        if not torch.is_grad_enabled():
+            return False
+        return hidden_states.requires_grad or any(param.requires_grad for param in self.parameters())
+
+    def _forward_fused(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The same blocks with each residual add done inside the next LayerNorm's kernel (`add_layer_norm_`).
+
+        Without autograd only: the residual stream (the embeddings' own fresh output) is updated in place.
+        """
+        batch, length, width = hidden_states.shape
+        stream = hidden_states.reshape(batch * length, width)
+        branch = None  # output of the last residual branch, not yet added to `stream`
+        for layer in self.layers:
+            normed = add_layer_norm_(stream, branch, layer.norm1)
+            branch = layer.attn(normed.view(batch, length, width)).view(batch * length, width)
+            normed = add_layer_norm_(stream, branch, layer.norm2)
+            branch = layer.mlp(normed)
+        if branch is not None:
+            stream.add_(branch)
+        return stream.view(batch, length, width)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -486,10 +522,11 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
         """
         weight = self.vision_model.embeddings.patch_embedding.weight
         chunk = max(1, self.config.visual_chunk_size)
-        outputs = [
-            self.vision_model(pixel_values[start : start + chunk].to(device=weight.device, dtype=weight.dtype))
-            for start in range(0, pixel_values.shape[0], chunk)
-        ]
+        with sdpa_priority(self.config.sdpa_backends, weight.device):
+            outputs = [
+                self.vision_model(pixel_values[start : start + chunk].to(device=weight.device, dtype=weight.dtype))
+                for start in range(0, pixel_values.shape[0], chunk)
+            ]
         return torch.cat(outputs) if outputs else pixel_values.new_zeros(0)
 
     def extract_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,52 @@ def test_fused_gelu_and_compiled_tower(processor):
         LlamaVidConfig(vision_config=dict(hidden_act="gelu_pytorch_tanh", fused_gelu=True))
 
 
+def test_fused_residual_norm_tower(monkeypatch, processor):
+    reference = make_model(processor, seed=3)
+    fused = make_model(processor, seed=3)
+    fused.config.vision_config.fused_residual_norm = True
+    for layer in (*reference.model.vision_model.layers, *fused.model.vision_model.layers):
+        # non-trivial norms and biases, so that a branch or bias added twice, or left out, shows
+        torch.manual_seed(4)
+        with torch.no_grad():
+            for module in (layer.norm1, layer.norm2, layer.attn.proj, layer.mlp.fc2):
+                module.bias.normal_(0, 0.5)
+    pixels = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        expected = reference.model.vision_model(pixels)
+        torch.testing.assert_close(fused.model.vision_model(pixels), expected, rtol=1e-5, atol=1e-5)
+    import moviellm_model.modeling_llamavid as modeling
+
+    calls = []
+    original = modeling.add_layer_norm_
+    monkeypatch.setattr(modeling, "add_layer_norm_", lambda *args: calls.append(1) or original(*args))
+    # with a trainable tower and autograd on, the in-place path is not taken and gradients flow as usual
+    features = fused.model.vision_model(pixels)
+    features.sum().backward()
+    assert not calls and fused.model.vision_model.layers[0].attn.qkv.weight.grad is not None
+    torch.testing.assert_close(features.detach(), expected, rtol=1e-5, atol=1e-5)
+    # a frozen tower records no graph, so it takes the fused path even with grad enabled
+    fused.model.vision_model.requires_grad_(False)
+    torch.testing.assert_close(fused.model.vision_model(pixels), expected, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2 * len(fused.model.vision_model.layers)
+
+
+def test_add_layer_norm_matches_unfused():
+    from moviellm_model.vision_kernels import add_layer_norm_
+
+    norm = torch.nn.LayerNorm(24, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.1)
+        norm.bias.normal_(0, 0.1)
+    stream, branch = torch.randn(5, 24), torch.randn(5, 24)
+    expected_stream = stream + branch
+    with torch.no_grad():
+        out = add_layer_norm_(stream, branch, norm)
+        torch.testing.assert_close(stream, expected_stream)  # updated in place
+        torch.testing.assert_close(out, norm(expected_stream))
+        torch.testing.assert_close(add_layer_norm_(stream.clone(), None, norm), norm(stream))
+
+
 def test_compiled_decoder_prefill_keeps_causal_kernel(monkeypatch, processor):
     model = make_model(processor, seed=0, fast_attention=True)
     reference = make_model(processor, seed=0)
