@@ -794,6 +794,7 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
     ```python
     >>> from transformers import CompileConfig
     >>> model.config.vision_config.fused_gelu = True  # EVA: fc1 + GELU in one cuBLASLt call
+    >>> model.config.vision_config.fused_residual_norm = True  # EVA: residual add + LayerNorm in one kernel
     >>> model.config.cuda_graph_decoding = True  # decoding: one CUDA graph per static cache
     >>> model.compile_blocks(vision=False)  # prefill: the whole decoder compiled once (switches on fast_attention)
     >>> output = model.generate(**inputs, max_new_tokens=256, cache_implementation="static",
