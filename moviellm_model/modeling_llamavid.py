@@ -42,7 +42,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from . import fast_attention as _fast_attention
 from .cuda_graph_decoding import CudaGraphDecoder
 from .vision_kernels import add_layer_norm_
-from .configuration_llamavid import LlamaVidConfig, LlamaVidVisionConfig, parse_compress_type
+from .configuration_llamavid import VISUAL_INPUT_NAMES, LlamaVidConfig, LlamaVidVisionConfig, parse_compress_type
 
 _fast_attention.register()
 
@@ -54,16 +54,6 @@ __all__ = [
     "LlamaVidVisionModel",
 ]
 
-#: Inputs that only the first (prefill) forward of `generate` needs.
-VISUAL_INPUT_NAMES = (
-    "pixel_values",
-    "pixel_values_videos",
-    "video_num_frames",
-    "video_features",
-    "video_features_num_frames",
-    "qformer_input_ids",
-    "qformer_attention_mask",
-)
 
 
 # --------------------------------------------------------------------------------------------------------------------

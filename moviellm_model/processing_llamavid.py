@@ -31,7 +31,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import AddedToken
 
-from .configuration_llamavid import content_tokens_per_frame
+from .configuration_llamavid import VISUAL_INPUT_NAMES, content_tokens_per_frame
 from .image_processing_llamavid import LlamaVidImageProcessor
 
 __all__ = [
@@ -214,17 +214,7 @@ class LlamaVidProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return [
-            "input_ids",
-            "attention_mask",
-            "pixel_values",
-            "pixel_values_videos",
-            "video_num_frames",
-            "video_features",
-            "video_features_num_frames",
-            "qformer_input_ids",
-            "qformer_attention_mask",
-        ]
+        return ["input_ids", "attention_mask", *VISUAL_INPUT_NAMES]
 
     def tokens_per_frame(self, num_patches: int | None = None, has_class_token: bool = True) -> int:
         """LLM tokens per image/frame: 1 context token + content tokens (2 for "mean")."""
