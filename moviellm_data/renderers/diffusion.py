@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..script import MovieScript, RendererProvenance, Style
 from .base import Renderer
+from .noise import starting_latents
 from .presets import DEFAULT_MODEL, DEFAULT_REFINER, RenderPreset, StyleTraining, get_preset
 from .prompts import FRAME_SEED_SCHEMES, frame_prompt, frame_seed, portrait_prompt, stable_seed, style_image_prompts
 from .style import (
@@ -575,7 +576,7 @@ class DiffusionRenderer(Renderer):
         kwargs = dict(
             prompt=prompts, negative_prompt=negatives, num_inference_steps=self.steps,
             guidance_scale=self.guidance_scale, generator=generators, width=self.width, height=self.height,
-            output_type="latent",
+            latents=starting_latents(self._base, generators, self.width, self.height), output_type="latent",
         )
         if refine:
             kwargs["denoising_end"] = self.refiner_switch

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .noise import starting_latents
+
 
 def reference_keyframe(
     base,
@@ -25,19 +27,22 @@ def reference_keyframe(
 ) -> np.ndarray:
     """One uint8 [H, W, 3] keyframe, made the reference's way (batch 1, base then refiner, pipeline decode).
 
-    The generator is a CPU generator so that the starting noise does not depend on the device.
+    The starting noise comes from a CPU generator seeded with ``seed``, drawn in float32
+    (:func:`~moviellm_data.renderers.noise.starting_latents`), so that it depends on neither the device nor the
+    dtype, and is the noise :class:`DiffusionRenderer` starts the same seed from.
     """
     import torch
 
     generator = torch.Generator("cpu").manual_seed(seed)
+    noise = starting_latents(base, [generator], width, height)
     if refiner is None:
         image = base(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
                      guidance_scale=guidance_scale, generator=generator, width=width, height=height,
-                     output_type="np").images[0]
+                     latents=noise, output_type="np").images[0]
     else:
         latents = base(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
                        denoising_end=switch, guidance_scale=guidance_scale, generator=generator, width=width,
-                       height=height, output_type="latent").images
+                       height=height, latents=noise, output_type="latent").images
         image = refiner(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
                         denoising_start=switch, guidance_scale=guidance_scale, image=latents, generator=generator,
                         output_type="np").images[0]

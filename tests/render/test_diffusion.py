@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from moviellm_data.errors import ConfigError
@@ -93,6 +94,27 @@ def test_padded_batches_give_the_same_frames(make_renderer, tiny_script):
     padded = renderer.render_prompts(prompts, seeds)
     assert len(padded) == 3
     assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 2 for a, b in zip(plain, padded))
+
+
+def test_starting_noise_depends_on_the_seed_alone():
+    """The same seed starts from the same noise in every dtype (cast from one float32 draw), alone or batched."""
+    from types import SimpleNamespace
+
+    from moviellm_data.renderers.noise import starting_latents
+
+    def pipe(dtype):
+        return SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(in_channels=4), dtype=dtype),
+                               vae_scale_factor=8)
+
+    def generators(*seeds):
+        return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+    exact = starting_latents(pipe(torch.float32), generators(7, 8), 64, 48)
+    assert exact.shape == (2, 4, 6, 8) and exact.dtype == torch.float32
+    assert torch.equal(starting_latents(pipe(torch.float32), generators(8), 64, 48)[0], exact[1])
+    for dtype in (torch.bfloat16, torch.float16):
+        assert torch.equal(starting_latents(pipe(dtype), generators(7, 8), 64, 48), exact.to(dtype))
+    assert not torch.equal(starting_latents(pipe(torch.float32), generators(9), 64, 48)[0], exact[0])
 
 
 def test_equivalent_to_the_reference_recipe(make_renderer, tiny_sdxl):
