@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 
-
 # --------------------------------------------------------------------------------------------------------------------
 # EVA-ViT-g/14 (BLIP-2 / LAVIS variant)
 # --------------------------------------------------------------------------------------------------------------------
@@ -107,24 +106,21 @@ class LlamaVidVisionAttention(nn.Module):
             self.v_bias = None
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def attend(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Attention output before the `proj` layer: [B, N, C] -> [B, N, C]."""
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, length, width = hidden_states.shape
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(hidden_states, self.qkv.weight, bias)  # [B, N, 3C]
         qkv = qkv.reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)  # each [B, heads, N, head_dim], views of qkv
+        query, key, value = qkv.unbind(0)  # each [B, heads, N, head_dim]
         if getattr(self.config, "_attn_implementation", None) == "eager":
             weights = ((query * self.scale) @ key.transpose(-2, -1)).softmax(dim=-1)
             attn = weights @ value
         else:
             attn = F.scaled_dot_product_attention(query, key, value, scale=self.scale)
-        return attn.transpose(1, 2).reshape(batch, length, width)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.attend(hidden_states))
+        attn = attn.transpose(1, 2).reshape(batch, length, width)
+        return self.proj(attn)
 
 
 class LlamaVidVisionMLP(nn.Module):
@@ -135,17 +131,13 @@ class LlamaVidVisionMLP(nn.Module):
         self.act = ACT2FN[config.hidden_act]
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
 
-    def activations(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """GELU(fc1(x)), the input of `fc2`."""
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if getattr(self.config, "fused_gelu", False):
             # fc1 + bias + GELU in one call (cuBLASLt epilogue on CUDA): the [.., 6144] activations are written once
             flat = hidden_states.reshape(-1, hidden_states.shape[-1])
             hidden = torch._addmm_activation(self.fc1.bias, flat, self.fc1.weight.t(), use_gelu=True)
-            return hidden.view(*hidden_states.shape[:-1], -1)
-        return self.act(self.fc1(hidden_states))
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activations(hidden_states))
+            return self.fc2(hidden.view(*hidden_states.shape[:-1], -1))
+        return self.fc2(self.act(self.fc1(hidden_states)))
 
 
 class LlamaVidVisionBlock(nn.Module):

@@ -172,6 +172,41 @@ def test_add_layer_norm_matches_unfused():
         torch.testing.assert_close(add_layer_norm_(stream.clone(), None, norm), norm(stream))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernel (Triton) runs on CUDA")
+def test_fused_residual_norm_kernel_on_cuda(processor):
+    from moviellm_model.vision_kernels import add_layer_norm_
+
+    # the kernel against the unfused ops, at an EVA-like width (not a power of two) and in bf16
+    norm = torch.nn.LayerNorm(1408, eps=1e-6).cuda().to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.1)
+        norm.bias.normal_(0, 0.1)
+        stream = torch.randn(513, 1408, device="cuda", dtype=torch.bfloat16) * 3
+        branch = torch.randn_like(stream)
+        expected_stream = stream + branch
+        out = add_layer_norm_(stream, branch, norm)
+        assert torch.equal(stream, expected_stream)  # the same single rounding of the sum
+        torch.testing.assert_close(out, norm(expected_stream), rtol=1.6e-2, atol=1.6e-2)  # one bf16 step at most
+
+    # the whole tower, eager and compiled, against the unfused blocks (float32: only reduction order differs; TF32
+    # convolutions off, since eager and inductor may pick different TF32 algorithms for the patch embedding)
+    reference = make_model(processor, seed=6).cuda()
+    fused = make_model(processor, seed=6).cuda()
+    fused.config.vision_config.fused_residual_norm = True
+    pixels = torch.randn(3, 3, 28, 28, device="cuda")
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            expected = reference.model.vision_model(pixels)
+            torch.testing.assert_close(fused.model.vision_model(pixels), expected, rtol=1e-5, atol=1e-5)
+            fused.compile_blocks(vision=True, language_model=False)
+            torch.testing.assert_close(fused.model.vision_model(pixels), expected, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+        fused.uncompile_blocks()
+
+
 def test_compiled_decoder_prefill_keeps_causal_kernel(monkeypatch, processor):
     model = make_model(processor, seed=0, fast_attention=True)
     reference = make_model(processor, seed=0)

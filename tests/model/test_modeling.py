@@ -233,8 +233,14 @@ def test_generate_from_inputs_embeds_and_device_map(saved_model_dir, tiny_model,
                                       do_sample=False)
     assert torch.equal(from_embeds[0], from_ids[0, -4:])
     mapped = LlamaVidForConditionalGeneration.from_pretrained(saved_model_dir, device_map="auto").eval()
-    assert {p.device.type for p in mapped.parameters()} == {"cpu"}
-    assert torch.equal(mapped.generate(**inputs, max_new_tokens=4, do_sample=False), from_ids)
+    assert {p.device.type for p in mapped.parameters()} == {"cuda" if torch.cuda.is_available() else "cpu"}
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # float32 on a GPU as on the CPU, so greedy tokens can be compared
+    try:
+        generated = mapped.generate(**inputs.to(mapped.device), max_new_tokens=4, do_sample=False)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    assert torch.equal(generated.cpu(), from_ids)
 
 
 def test_quantized_loading(saved_model_dir, processor):

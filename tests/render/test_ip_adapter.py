@@ -69,7 +69,10 @@ def test_character_portraits_condition_their_frames(make_renderer, short_script,
             by_character.setdefault(shot.characters[0], reference)
             assert reference is by_character[shot.characters[0]]
     _, again = render(1.0)
-    assert all(np.array_equal(a, b) for a, b in zip(with_portraits, again))
+    if renderer._exec_device.type == "cpu":
+        assert all(np.array_equal(a, b) for a, b in zip(with_portraits, again))
+    else:  # cuDNN's autotuning may pick other kernels in another process state: the same frames up to rounding
+        assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 2 for a, b in zip(with_portraits, again))
 
 
 def test_missing_adapter_weights_are_one_sentence(make_renderer, tmp_path):

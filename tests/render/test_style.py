@@ -21,8 +21,9 @@ from moviellm_data.renderers.style import (
 
 
 def _embedding_rows(pipe):
-    return [pipe.text_encoder.get_input_embeddings().weight.detach().clone(),
-            pipe.text_encoder_2.get_input_embeddings().weight.detach().clone()]
+    """Both encoders' token embedding tables, copied to the CPU (where the learned file's tensors are)."""
+    return [pipe.text_encoder.get_input_embeddings().weight.detach().cpu().clone(),
+            pipe.text_encoder_2.get_input_embeddings().weight.detach().cpu().clone()]
 
 
 def test_only_the_new_token_learns_and_the_file_loads_with_diffusers(make_renderer, tiny_script, tiny_sdxl):
@@ -131,5 +132,5 @@ def test_training_follows_the_schedule_with_flips(make_renderer):
     # A multi-vector token is registered under diffusers' names and installed.
     names = token_names("<noir-style>", 2)
     ids = pipe.tokenizer.convert_tokens_to_ids(names)
-    weight = pipe.text_encoder.get_input_embeddings().weight
+    weight = pipe.text_encoder.get_input_embeddings().weight.detach().cpu()
     assert torch.allclose(weight[torch.tensor(ids)].float(), learned["clip_l"])
