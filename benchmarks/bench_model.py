@@ -3,8 +3,8 @@
 Figures (the issue "LLaMA-VID as transformers classes"; speed targets of issue 6 printed last):
 1. EVA-ViT-g frames/s at 224 px. Reference: the original (timm/LAVIS-style) EVA forward written plainly, explicit
    softmax attention. Ours: `LlamaVidVisionModel` with SDPA, `vision_config.fused_gelu` (fc1 + GELU in one cuBLASLt
-   call) and `vision_config.fused_residual_norm` (residuals added in the matrix products, biases in the next norm)
-   with cuDNN attention first, through the model's own `get_vision_features`; the fastest of 256-, 128- and 64-frame
+   call) and `vision_config.fused_residual_norm` (each residual add done inside the next LayerNorm's kernel) with
+   cuDNN attention first, through the model's own `get_vision_features`; the fastest of 256-, 128- and 64-frame
    calls (`visual_chunk_size`) and of the previous best (fused GELU alone) is ours, every rate is in the notes.
 2. Visual tokens of a 2-hour movie (7,200 frames: Q-Former + context/content tokens). Reference: the original's
    64-frame chunks. Ours: 512-frame chunks (`config.visual_chunk_size`). Informative.
