@@ -17,10 +17,11 @@ import time
 from collections import defaultdict
 
 import torch
+from bench_model import rel_err  # also puts the repository on sys.path
 
-from moviellm_model.configuration_llamavid import LlamaVidVisionConfig
-from moviellm_model.modeling_llamavid import LlamaVidVisionModel, sdpa_priority
-from moviellm_model.vision_kernels import add_layer_norm_
+from moviellm_model.configuration_llamavid import LlamaVidVisionConfig  # noqa: E402
+from moviellm_model.modeling_llamavid import LlamaVidVisionModel, sdpa_priority  # noqa: E402
+from moviellm_model.vision_kernels import add_layer_norm_  # noqa: E402
 
 # (label, fused_gelu, fused_residual_norm, SDPA kernel order or None for PyTorch's default)
 VARIANTS = [
@@ -41,10 +42,6 @@ def build_tower(device, dtype) -> LlamaVidVisionModel:
             else:
                 param.normal_(0, 0.02)
     return tower.to(device=device, dtype=dtype).eval().requires_grad_(False)
-
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
 def time_call(fn, iters: int) -> float:
