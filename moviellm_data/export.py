@@ -46,6 +46,14 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
+from moviellm_model.input_format import (
+    IMAGE_TOKEN,
+    LONG_VIDEO_TOKENS_PER_FRAME,
+    expand_placeholders,
+    movie_message,
+)
+from moviellm_model.input_format import movie_inputs as _movie_inputs
+
 from . import __version__
 from .errors import ConfigError, ShardError
 from .fileio import atomic_write_text
@@ -55,11 +63,8 @@ from .shards import iter_tar_samples, resolve_shards
 
 logger = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
 #: ``video_token`` of LLaMA-VID: tokens per long-video frame (one context + one content token, compress "mean").
-TOKENS_PER_FRAME = 2
-MOVIE_PROMPT_START = "Below is a movie. Memorize the content and answer my question after watching this movie."
-MOVIE_PROMPT_END = "Now the movie end."
+TOKENS_PER_FRAME = LONG_VIDEO_TOKENS_PER_FRAME
 JSON_NAME = "long_videoqa.json"
 VIDEOS_DIR = "videos"
 SETTINGS_NAME = "export.yaml"
@@ -139,19 +144,12 @@ class ExportResult:
 
 def movie_inputs(script: MovieScript) -> str:
     """The ``inputs`` string of an original ``.pkl``: per frame, ``<image>`` then the subtitle shown on it."""
-    return "".join(IMAGE_TOKEN + (frame.subtitle or "") for frame in script.timeline)
-
-
-def expand_placeholders(inputs: str, tokens_per_frame: int = TOKENS_PER_FRAME) -> str:
-    """What the original trainer feeds the tokenizer: every ``<image>`` repeated ``tokens_per_frame`` times."""
-    return inputs.replace(IMAGE_TOKEN, IMAGE_TOKEN * tokens_per_frame)
+    return _movie_inputs(frame.subtitle for frame in script.timeline)
 
 
 def human_turn(movie: str, question: str, prompt: str = "movie") -> str:
     """The user message: the movie (placeholders and subtitles), then the question on its own line."""
-    if prompt == "movie":
-        return f"{MOVIE_PROMPT_START}{movie}{MOVIE_PROMPT_END}\n{question}"
-    return f"{movie}\n{question}"
+    return movie_message(movie, question, wrapper=prompt == "movie")
 
 
 def conversation_samples(script: MovieScript, video: str, options: ExportOptions) -> list[dict]:
@@ -195,38 +193,24 @@ class EvaFeatureExtractor:
     def __init__(self, model: str, device: str | None = None, batch_size: int = 48) -> None:
         _check_model_argument(model)  # before the heavy imports: a typo should not cost seconds
         try:
-            from moviellm_model.configuration_llamavid import LlamaVidConfig
-            from moviellm_model.image_processing_llamavid import LlamaVidImageProcessor
-            from moviellm_model.modeling_llamavid import LlamaVidVisionModel
-
             import torch
+            from moviellm_model.vision_tower import load_vision_tower
         except ImportError as err:
             raise ConfigError(
                 f"EVA features need the model package and torch ({err.name or err} cannot be imported); "
                 "install them with pip install 'moviellm[model]', or export --features frames."
             ) from None
         self.torch = torch
-        folder = _model_folder(model)
-        try:
-            config = LlamaVidConfig.from_pretrained(folder)
-        except (OSError, ValueError, KeyError) as err:
-            raise ConfigError(f"{model} is not a LLaMA-VID checkpoint ({_first_line(err)}); give a folder saved by "
-                              "LlamaVidForConditionalGeneration.save_pretrained or its Hub id.") from None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # fp16 on GPU like the original extractor; fp32 on CPU, where half matmuls are slow or missing.
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        tower = LlamaVidVisionModel(config.vision_config)
-        state = _vision_state_dict(folder)
-        missing, unexpected = tower.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ConfigError(f"the vision tower weights in {model} do not fit its config "
-                              f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]}).")
-        self.tower = tower.to(self.device, self.dtype).eval().requires_grad_(False)
-        size = config.vision_config.image_size
-        if (folder / "preprocessor_config.json").exists():
-            self.processor = LlamaVidImageProcessor.from_pretrained(folder)
-        else:
-            self.processor = LlamaVidImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        try:
+            self.tower, self.processor = load_vision_tower(model, device=self.device, dtype=self.dtype)
+        except ValueError as err:
+            raise ConfigError(f"{model} is not a usable LLaMA-VID checkpoint ({_first_line(err)}); give a folder saved "
+                              "by LlamaVidForConditionalGeneration.save_pretrained or its Hub id.") from None
+        except OSError as err:
+            raise ConfigError(f"cannot read --model {model} ({_first_line(err)}); check the folder or the Hub id.") from None
         self.batch_size = batch_size
         self.name = model
 
@@ -262,50 +246,6 @@ def _check_model_argument(model: str) -> None:
     path = Path(model)
     if not path.is_dir() and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1):
         raise ConfigError(f"--model {model} is neither a checkpoint folder nor a Hub id (ORG/NAME).")
-
-
-def _model_folder(model: str) -> Path:
-    path = Path(model)
-    if path.is_dir():
-        return path
-    _check_model_argument(model)
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
-
-    try:  # the index says which shards hold the tower; fetch only those
-        index = json.loads(Path(hf_hub_download(model, "model.safetensors.index.json")).read_text())
-        shards = sorted({f for k, f in index["weight_map"].items() if ".vision_model." in f".{k}"})
-        patterns = ["config.json", "preprocessor_config.json", "model.safetensors.index.json", *shards]
-    except EntryNotFoundError:
-        patterns = ["config.json", "preprocessor_config.json", "model.safetensors"]
-    except HfHubHTTPError as err:
-        raise ConfigError(f"cannot fetch --model {model} from the Hub ({_first_line(err)}); check the id.") from None
-    return Path(snapshot_download(model, allow_patterns=patterns))
-
-
-def _vision_state_dict(folder: Path) -> dict:
-    """The tower's weights from a saved checkpoint, keys relative to the tower."""
-    from safetensors import safe_open
-
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (folder / "model.safetensors").exists():
-        files = ["model.safetensors"]
-    else:
-        raise ConfigError(f"{folder} holds no model.safetensors; save the checkpoint with save_pretrained (safetensors).")
-    state = {}
-    for name in files:
-        if not (folder / name).exists():
-            continue  # a shard without tower weights that was not fetched
-        with safe_open(folder / name, framework="pt") as fh:
-            for key in fh.keys():
-                for prefix in ("model.vision_model.", "vision_model."):
-                    if key.startswith(prefix):
-                        state[key[len(prefix):]] = fh.get_tensor(key)
-    if not state:
-        raise ConfigError(f"{folder} holds no vision tower weights (keys model.vision_model.*); is it a LLaMA-VID checkpoint?")
-    return state
 
 
 # ------------------------------------------------------------------------------------- feature files

@@ -10,20 +10,11 @@ model = AutoModelForImageTextToText.from_pretrained("path/to/converted-llamavid"
 processor = AutoProcessor.from_pretrained("path/to/converted-llamavid")
 ```
 
-works without `trust_remote_code`.
+works without `trust_remote_code`. Without torch and transformers (the data side's core install), only the
+plain-Python `moviellm_model.input_format` is available.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
-
-from .configuration_llamavid import LlamaVidConfig, LlamaVidVisionConfig
-from .image_processing_llamavid import LlamaVidImageProcessor
-from .modeling_llamavid import (
-    LlamaVidForConditionalGeneration,
-    LlamaVidModel,
-    LlamaVidPreTrainedModel,
-    LlamaVidVisionModel,
-)
-from .processing_llamavid import LlamaVidProcessor
+from . import input_format  # plain Python: the prompt format, usable without torch
 
 __all__ = [
     "LlamaVidConfig",
@@ -34,7 +25,39 @@ __all__ = [
     "LlamaVidProcessor",
     "LlamaVidVisionConfig",
     "LlamaVidVisionModel",
+    "input_format",
 ]
+
+try:  # the classes need torch and transformers (the `model` extra); the data side's core install has neither
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+except ImportError as _error:
+    _MISSING = _error.name or "torch"
+else:
+    _MISSING = None
+
+
+def __getattr__(name: str):
+    if _MISSING is not None and name in __all__:
+        raise ImportError(
+            f"moviellm_model.{name} needs {_MISSING}, which is not installed; install the model extra: "
+            "pip install 'moviellm[model]' (after the CPU or CUDA build of torch)."
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if _MISSING is None:
+    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+    from .configuration_llamavid import LlamaVidConfig, LlamaVidVisionConfig
+    from .image_processing_llamavid import LlamaVidImageProcessor
+    from .modeling_llamavid import (
+        LlamaVidForConditionalGeneration,
+        LlamaVidModel,
+        LlamaVidPreTrainedModel,
+        LlamaVidVisionModel,
+    )
+    from .processing_llamavid import LlamaVidProcessor
 
 
 def _register() -> None:
@@ -58,4 +81,5 @@ def _register() -> None:
         pass
 
 
-_register()
+if _MISSING is None:
+    _register()

@@ -21,6 +21,8 @@ from typing import Any
 
 from transformers import InstructBlipQFormerConfig, LlamaConfig, PretrainedConfig
 
+from .input_format import VISUAL_INPUT_NAMES
+
 __all__ = [
     "VISUAL_INPUT_NAMES",
     "LlamaVidConfig",
@@ -28,19 +30,6 @@ __all__ = [
     "parse_compress_type",
     "content_tokens_per_frame",
 ]
-
-
-#: The model's visual inputs (what the processor returns besides the text): only the first (prefill) forward of
-#: `generate` needs them.
-VISUAL_INPUT_NAMES = (
-    "pixel_values",
-    "pixel_values_videos",
-    "video_num_frames",
-    "video_features",
-    "video_features_num_frames",
-    "qformer_input_ids",
-    "qformer_attention_mask",
-)
 
 
 class LlamaVidVisionConfig(PretrainedConfig):

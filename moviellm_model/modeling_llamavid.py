@@ -18,6 +18,8 @@ Three explicit visual inputs (no shape heuristics, no state kept between calls):
 - `pixel_values_videos` + `video_num_frames` (short videos decoded at 1 fps): all frames of a video, same question.
 - `video_features` + `video_features_num_frames` (long videos, e.g. movies): pre-extracted EVA patch features
   without the class token, so the Q-Former sees only the patches (the asymmetry of the original).
+  `pixel_values_long_videos` gives long videos as frames instead: the tower runs first and its patch features (class
+  token dropped) are used exactly like pre-extracted ones.
 
 `qformer_input_ids` / `qformer_attention_mask` hold one question per visual input, in the order: images, then short
 videos, then long videos.
@@ -622,6 +624,7 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
         video_features_num_frames: Sequence[int] | torch.Tensor | None = None,
         qformer_input_ids: torch.LongTensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
+        pixel_values_long_videos: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Image tokens [sum, C] and video tokens [sum, C] (short or long videos) in placeholder order."""
         if qformer_input_ids is None:
@@ -631,6 +634,11 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
             )
         if qformer_attention_mask is None:
             qformer_attention_mask = torch.ones_like(qformer_input_ids)
+        if pixel_values_long_videos is not None:
+            if video_features is not None:
+                raise ValueError("Pass long videos either as frames (pixel_values_long_videos) or as features "
+                                 "(video_features), not both.")
+            video_features = self.extract_video_features(pixel_values_long_videos)
         if pixel_values_videos is not None and video_features is not None:
             raise ValueError(
                 "Pass either short videos (pixel_values_videos) or long videos (video_features) in one call, not both."
@@ -692,6 +700,7 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        pixel_values_long_videos: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
@@ -706,6 +715,10 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
             video_features (`torch.FloatTensor` of shape `(total_frames, P, Cv)`, *optional*):
                 Pre-extracted EVA patch features (class token removed) of long videos; `video_features_num_frames`
                 splits them.
+            pixel_values_long_videos (`torch.FloatTensor` of shape `(total_frames, 3, H, W)`, *optional*):
+                Long videos as frames instead of `video_features`: the vision tower makes their features (class token
+                dropped), then they are treated exactly like pre-extracted features (`video_features_num_frames`
+                splits them).
             qformer_input_ids / qformer_attention_mask (`(num_visual_inputs, L)`, *optional*):
                 BERT ids of the question of each visual input: images first, then videos.
             Other arguments (attention mask, position ids, cache, `use_cache`, ...) go to the Llama decoder.
@@ -716,7 +729,10 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
             placeholders = _placeholder_mask(input_ids, self.config)
             inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholders, 0))
 
-        has_visual = pixel_values is not None or pixel_values_videos is not None or video_features is not None
+        has_visual = any(
+            visual is not None
+            for visual in (pixel_values, pixel_values_videos, video_features, pixel_values_long_videos)
+        )
         if has_visual:
             if input_ids is None:
                 raise ValueError("Visual inputs need input_ids to find their placeholders.")
@@ -728,6 +744,7 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
                 video_features_num_frames=video_features_num_frames,
                 qformer_input_ids=qformer_input_ids,
                 qformer_attention_mask=qformer_attention_mask,
+                pixel_values_long_videos=pixel_values_long_videos,
             )
             inputs_embeds = self._scatter(
                 inputs_embeds, input_ids == self.config.image_token_index, image_tokens, "image"
@@ -867,6 +884,7 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        pixel_values_long_videos: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
@@ -893,6 +911,7 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            pixel_values_long_videos=pixel_values_long_videos,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state  # [B, T, C]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,22 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import AddedToken
 
-from .configuration_llamavid import VISUAL_INPUT_NAMES, content_tokens_per_frame
+from .configuration_llamavid import content_tokens_per_frame
 from .image_processing_llamavid import LlamaVidImageProcessor
+from .input_format import (  # noqa: F401 - re-exported: the processor's public names since the first release
+    IMAGE_TOKEN,
+    MOVIE_GENERATION_KWARGS,
+    MOVIE_PROMPT_END,
+    MOVIE_PROMPT_START,
+    MOVIELLM_QFORMER_QUESTIONS,
+    VICUNA_V1_SYSTEM,
+    VIDEO_TOKEN,
+    VISUAL_INPUT_NAMES,
+    default_chat_template,
+    movie_inputs,
+    movie_message,
+    render_vicuna_v1,
+)
 
 __all__ = [
     "LlamaVidProcessor",
@@ -44,54 +57,6 @@ __all__ = [
     "load_video_frames",
     "render_vicuna_v1",
 ]
-
-VICUNA_V1_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-#: Wrapper of `run_llamavid_movie.py` and MovieLLM's `run_llamavid_movie_answer.py` (no separators around the movie).
-MOVIE_PROMPT_START = "Below is a movie. Memorize the content and answer my question after watching this movie."
-MOVIE_PROMPT_END = "Now the movie end."
-#: Decoding settings of `run_llamavid_movie.py` and MovieLLM's answer script (stop at `</s>`, the EOS token).
-MOVIE_GENERATION_KWARGS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_new_tokens": 1024}
-#: The fixed Q-Former prompt of MovieLLM's answer script (its `--question` default, encoded as a BERT sentence pair).
-#: Pass it as `qformer_text` to reproduce the published MovieLLM numbers; by default the real question is used.
-MOVIELLM_QFORMER_QUESTIONS = (
-    "Can you provide a brief overview of the movie in just a few sentences?",
-    "Can you outline the chronological sequence of events in the movie?",
-)
-
-
-def default_chat_template() -> str:
-    """The `vicuna_v1` chat template shipped with this package."""
-    return resources.files(__package__).joinpath("chat_templates/vicuna_v1.jinja").read_text(encoding="utf-8")
-
-
-def render_vicuna_v1(messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-    """Python rendering of the `vicuna_v1` conversation (`SeparatorStyle.TWO`), equal to the chat template.
-
-    Messages are `{"role": "system" | "user" | "assistant", "content": str | list[dict]}`; image and video items of a
-    content list render as `"<image>\\n"`.
-    """
-    messages = list(messages)
-    system = VICUNA_V1_SYSTEM
-    if messages and messages[0]["role"] == "system":
-        content = messages[0]["content"]
-        system = content if isinstance(content, str) else "".join(i["text"] for i in content if i["type"] == "text")
-        messages = messages[1:]
-    out = system + " "
-    for index, message in enumerate(messages):
-        role = "USER" if message["role"] == "user" else "ASSISTANT"
-        content = message["content"]
-        if not isinstance(content, str):
-            content = "".join(
-                "<image>\n" if item["type"] in ("image", "video") else item.get("text", "") for item in content
-            )
-        out += f"{role}: {content}" + (" " if index % 2 == 0 else "</s>") if content else f"{role}:"
-    if add_generation_prompt:
-        out += "ASSISTANT:"
-    return out
-
 
 def load_video_frames(source: Any, fps: float = 1.0) -> list[np.ndarray]:
     """Frames of a video at `fps` frames per second, as uint8 RGB arrays [H, W, 3].
@@ -159,8 +124,8 @@ class LlamaVidProcessor(ProcessorMixin):
         tokenizer=None,
         qformer_tokenizer=None,
         chat_template: str | None = None,
-        image_token: str = "<image>",
-        video_token: str = "<video>",
+        image_token: str = IMAGE_TOKEN,
+        video_token: str = VIDEO_TOKEN,
         num_patches: int = 256,
         compress_type: str | None = "mean",
         select_feature: str = "patch",
@@ -320,8 +285,8 @@ class LlamaVidProcessor(ProcessorMixin):
                 if num_frames is None:
                     raise ValueError("Give the movie as `inputs`, `subtitles` (one per frame) or `num_frames`.")
                 subtitles = [""] * num_frames
-            inputs = "".join(self.image_token + text for text in subtitles)
-        message = MOVIE_PROMPT_START + inputs + MOVIE_PROMPT_END + "\n" + question
+            inputs = movie_inputs(subtitles).replace(IMAGE_TOKEN, self.image_token)
+        message = movie_message(inputs, question)
         if not chat:
             return message
         return render_vicuna_v1([{"role": "user", "content": message}], add_generation_prompt=True)
@@ -334,6 +299,7 @@ class LlamaVidProcessor(ProcessorMixin):
         text: str | Sequence[str] | None = None,
         videos: Any = None,
         video_features: Any = None,
+        long_videos: Any = None,
         qformer_text: Sequence[str | tuple[str, str]] | str | None = None,
         do_pad_to_square: bool | None = None,
         padding: bool = True,
@@ -351,6 +317,9 @@ class LlamaVidProcessor(ProcessorMixin):
                 between, as in the original `.pkl` inputs) or a single one.
             videos: short videos: paths (decoded at `video_fps`) or frames ([F, H, W, 3] arrays / lists of images).
             video_features: long videos: EVA patch features without the class token, [T, P, Cv] each.
+            long_videos: long videos as frames instead of features: paths (decoded at `video_fps`) or frames; the
+                model's vision tower makes their features (`pixel_values_long_videos`), which are then used exactly
+                like `video_features` (same placeholders, same Q-Former input).
             qformer_text: one question (or `(question_1, question_2)` pair) per visual input, images first. By
                 default each image/video takes the user turn that contains its placeholder; long videos need it.
             do_pad_to_square: pad still images to a square (training); default from the image processor.
@@ -370,8 +339,12 @@ class LlamaVidProcessor(ProcessorMixin):
         videos = None if videos is None else (list(videos) if isinstance(videos, (list, tuple)) else [videos])
         if video_features is not None and (hasattr(video_features, "ndim") and video_features.ndim == 3):
             video_features = [video_features]
-        if videos is not None and video_features is not None:
-            raise ValueError("Pass either `videos` (short videos) or `video_features` (long videos), not both.")
+        if long_videos is not None:
+            long_videos = list(long_videos) if isinstance(long_videos, (list, tuple)) else [long_videos]
+        if sum(x is not None for x in (videos, video_features, long_videos)) > 1:
+            raise ValueError(
+                "Pass one of `videos` (short videos), `video_features` or `long_videos` (long videos), not several."
+            )
 
         data: dict[str, Any] = {}
         image_tpf = self.tokens_per_frame()
@@ -402,10 +375,17 @@ class LlamaVidProcessor(ProcessorMixin):
             else:
                 data["video_features"] = np.concatenate([np.asarray(a) for a in arrays])
             data["video_features_num_frames"] = long_counts
-
+            long_patches = [int(a.shape[1]) for a in arrays]
+        if long_videos is not None:
+            frame_lists = [load_video_frames(video, fps=self.video_fps) for video in long_videos]
+            long_counts = [len(frames) for frames in frame_lists]
+            flat = [frame for frames in frame_lists for frame in frames]
+            data["pixel_values_long_videos"] = self.image_processor(flat, do_pad_to_square=False)["pixel_values"]
+            data["video_features_num_frames"] = long_counts
+            long_patches = [self.num_patches] * len(long_counts)
         # Which placeholder string refers to which kind.
         video_placeholder = self.video_token
-        if (videos or video_features is not None) and not images:
+        if (videos or video_features is not None or long_videos is not None) and not images:
             video_placeholder = None  # both "<image>" and "<video>" mean the video
         placeholders: list[tuple[int, int, str]] = []  # (sample, position, kind)
         for sample, prompt in enumerate(texts):
@@ -423,7 +403,7 @@ class LlamaVidProcessor(ProcessorMixin):
                 raise ValueError(f"The text has {len(video_slots)} video placeholders for {len(videos)} videos.")
             visual_slots += [(s, p) for s, p, _ in video_slots]
         elif long_counts:
-            tpf = [self.tokens_per_frame(int(a.shape[1]), has_class_token=False) for a in arrays]
+            tpf = [self.tokens_per_frame(patches, has_class_token=False) for patches in long_patches]
             if len(video_slots) == len(long_counts):  # one placeholder per long video
                 video_groups = [[self.video_token_id] * (n * t) for n, t in zip(long_counts, tpf)]
                 visual_slots += [(s, p) for s, p, _ in video_slots]

@@ -82,6 +82,26 @@ def test_generate_long_video(tiny_model, processor):
     assert torch.equal(static, out)
 
 
+def test_long_video_from_frames_equals_its_features(tiny_model, processor):
+    """`long_videos=` (frames through the tower) and `video_features=` (the same frames' exported features) agree."""
+    frames = torch.randint(0, 255, (6, 30, 40, 3), dtype=torch.uint8).numpy()
+    prompt = processor.build_movie_prompt("Who opens the door?", subtitles=["She opens the door."] + [""] * 5)
+    from_frames = processor(text=prompt, long_videos=[frames], qformer_text=["Who opens the door?"], return_tensors="pt")
+    pixels = processor.image_processor(list(frames), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        features = tiny_model.extract_video_features(pixels)
+    from_features = processor(text=prompt, video_features=[features], qformer_text=["Who opens the door?"],
+                              return_tensors="pt")
+    assert torch.equal(from_frames["input_ids"], from_features["input_ids"])
+    assert from_frames["video_features_num_frames"].tolist() == [6]
+    with torch.no_grad():
+        a = tiny_model(**from_frames).logits
+        b = tiny_model(**from_features).logits
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="not both"):
+        tiny_model(**from_frames, video_features=features)
+
+
 def test_context_token_follows_the_question(tiny_model, processor):
     pixels = processor.image_processor(random_images(1), return_tensors="pt")["pixel_values"]
     tokens = {}

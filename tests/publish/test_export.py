@@ -137,8 +137,8 @@ def test_bad_export_input_gets_one_sentence(movies, tmp_path):
     for args, expected in cases:
         result = cli(*args)
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
-    # Without the model package, EVA features explain themselves instead of failing with an ImportError.
-    code = ("import sys; sys.modules['moviellm_model'] = None; from moviellm_data.cli import main; "
+    # Without the model extra (no torch), EVA features explain themselves instead of failing with an ImportError.
+    code = ("import sys; sys.modules['torch'] = None; from moviellm_data.cli import main; "
             f"sys.exit(main(['export', 'llamavid', {str(movies)!r}, '--out', {str(tmp_path / 'o5')!r}, "
             f"'--model', {str(movies)!r}]))")
     result = python(code)
