@@ -20,97 +20,23 @@ from moviellm_model import (
     LlamaVidProcessor,
 )
 
+from moviellm_model.tiny import (  # noqa: F401 - the builders tests import from here
+    BERT_WORDS,
+    CORPUS,
+    TINY_NUM_QUERY as NUM_QUERY,
+    TINY_QFORMER,
+    TINY_TEXT as TEXT,
+    TINY_VISION as VISION,
+    build_bert_folder,
+    build_llama_tokenizer,
+    load_bert_tokenizer,
+    make_tiny_model as make_model,
+    tiny_config,
+)
+
 DATA = Path(__file__).resolve().parent / "data"
-
-CORPUS = [
-    "A chat between a curious user and an artificial intelligence assistant.",
-    "The assistant gives helpful, detailed, and polite answers to the user's questions.",
-    "USER: What happens in the video? ASSISTANT: A man walks a dog in the park.",
-    "Below is a movie. Memorize the content and answer my question after watching this movie.",
-    "Now the movie end. Can you provide a brief overview of the movie in just a few sentences?",
-    "Can you outline the chronological sequence of events in the movie?",
-    "Describe the image in detail. Who is the main character? She opens the door. He says hello.",
-    "The detective finds the letter. They run to the station at night. 123 456 7890",
-]
-
-# Tiny sizes. The vision width is 2 x 88 so that the original's head rule (width // 88) holds.
-VISION = dict(image_size=28, patch_size=14, hidden_size=176, num_hidden_layers=2, num_attention_heads=2,
-              intermediate_size=96)
-QFORMER_HIDDEN, QFORMER_HEADS, QFORMER_LAYERS, QFORMER_FFN = 32, 2, 4, 48
-TEXT = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-            max_position_embeddings=64)
-NUM_QUERY = 4
-
-
-def build_llama_tokenizer(folder: Path) -> Path:
-    """A Llama-style byte-fallback BPE tokenizer (sentencepiece conventions: '▁' dummy prefix, <unk>/<s>/</s> = 0/1/2)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
-    tokenizer.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False),
-                                           decoders.ByteFallback(), decoders.Fuse()])
-    special = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=special, show_progress=False)
-    tokenizer.train_from_iterator(CORPUS * 3, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
-        padding_side="right", model_max_length=2048,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(folder)
-    return folder
-
-
-BERT_WORDS = (
-    "a an the is are what who where when how why can you do does in on of to and or with at for it this that video "
-    "image movie man woman dog park door letter happens happen describe detail main character overview brief provide "
-    "outline chronological sequence events sentences few just walks opens says hello detective finds run station night"
-).split()
-
-
-def build_bert_folder(folder: Path) -> Path:
-    """A bert-base-uncased look-alike: WordPiece vocab.txt and config.json (hidden 32, 2 heads)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", ".", ",", "'", "!"]
-    vocab += BERT_WORDS + ["##s", "##ed", "##ing", "##ly"] + list("abcdefghijklmnopqrstuvwxyz0123456789")
-    vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "bert", "hidden_size": QFORMER_HIDDEN, "num_attention_heads": QFORMER_HEADS,
-        "num_hidden_layers": QFORMER_LAYERS, "intermediate_size": QFORMER_FFN, "hidden_act": "gelu",
-        "layer_norm_eps": 1e-12, "vocab_size": len(vocab), "max_position_embeddings": 64, "pad_token_id": 0,
-    }))
-    return folder
-
-
-def load_bert_tokenizer(folder: Path):
-    from transformers import BertTokenizer
-
-    tokenizer = BertTokenizer.from_pretrained(folder)
-    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
-    return tokenizer
-
-
-def tiny_config(vocab_size: int, qformer_vocab_size: int, compress_type: str | None = "mean", **overrides) -> LlamaVidConfig:
-    return LlamaVidConfig(
-        vision_config=VISION,
-        qformer_config=dict(vocab_size=qformer_vocab_size, hidden_size=QFORMER_HIDDEN,
-                            num_hidden_layers=QFORMER_LAYERS, num_attention_heads=QFORMER_HEADS,
-                            intermediate_size=QFORMER_FFN, encoder_hidden_size=VISION["hidden_size"],
-                            cross_attention_frequency=2, max_position_embeddings=64),
-        text_config={**dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2, **TEXT),
-                     **overrides.pop("text_config", {})},
-        num_query_tokens=NUM_QUERY,
-        compress_type=compress_type,
-        image_token_index=vocab_size,
-        video_token_index=vocab_size + 1,
-        **overrides,
-    )
+QFORMER_HIDDEN, QFORMER_HEADS = TINY_QFORMER["hidden_size"], TINY_QFORMER["num_attention_heads"]
+QFORMER_LAYERS, QFORMER_FFN = TINY_QFORMER["num_hidden_layers"], TINY_QFORMER["intermediate_size"]
 
 
 @pytest.fixture(scope="session")
@@ -131,25 +57,6 @@ def processor(tokenizer_dirs) -> LlamaVidProcessor:
         num_patches=(28 // 14) ** 2,
         compress_type="mean",
     )
-
-
-def make_model(processor: LlamaVidProcessor, seed: int = 0, **overrides) -> LlamaVidForConditionalGeneration:
-    base_vocab = processor.image_token_id  # <image> is the first id after the Llama vocabulary
-    config = tiny_config(base_vocab, qformer_vocab_size=len(processor.qformer_tokenizer), **overrides)
-    torch.manual_seed(seed)
-    model = LlamaVidForConditionalGeneration(config).eval()
-    # Random but not degenerate: the default init leaves biases at 0 and the query tokens small.
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or "query_tokens" in name or "q_bias" in name or "v_bias" in name:
-                param.normal_(0.0, 0.2)
-            elif "context_query_projector.weight" in name or "context_key_projector.weight" in name:
-                param.normal_(0.0, 0.3)  # peaked context attention, so the question visibly matters
-            elif "qformer.embeddings" in name and name.endswith("embeddings.weight"):
-                param.normal_(0.0, 1.0)  # text as strong as the queries inside the Q-Former
-            elif "qformer" in name and "attention.attention" in name and name.endswith("weight"):
-                param.normal_(0.0, 0.3)
-    return model
 
 
 @pytest.fixture(scope="session")
