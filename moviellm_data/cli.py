@@ -24,7 +24,11 @@ _VERBS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable
 
 
 def verb(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
-    """Register ``run(args) -> exit code`` as the sub-command ``moviellm <name>``."""
+    """Register ``run(args) -> exit code`` as the sub-command ``moviellm <name>``.
+
+    A verb that takes free ``--KEY VALUE`` options (e.g. recipe overrides) sets ``run.accepts_extra_options = True``
+    and finds them in ``args.extra_options``; other verbs reject unknown options.
+    """
 
     def register(run: Callable[[argparse.Namespace], int]):
         _VERBS.append((name, help, add_arguments, run))
@@ -138,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _load_command_modules()
     prog = " ".join(filter(None, ["moviellm", _chosen_verb(argv)]))
     try:
-        args = build_parser(argv).parse_args(argv)
+        parser = build_parser(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(getattr(args, "run", None), "accepts_extra_options", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra_options = extra
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         return args.run(args)

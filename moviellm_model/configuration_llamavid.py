@@ -212,6 +212,10 @@ class LlamaVidConfig(PretrainedConfig):
             kernels (its CUDA-graph modes map to their inductor-only counterparts). Fastest measured on an H100 (2-hour
             movie, 14.5k tokens): `compile_config=CompileConfig(mode="max-autotune")`, 115 tokens/s against 85 with
             transformers' default; it autotunes for about a minute on first use.
+        loss_chunk_size (`int`, *optional*):
+            With labels, compute the loss from the labelled positions only, `loss_chunk_size` rows of logits at a time
+            (recomputed in the backward pass), and return no logits: the training memory of a long movie no longer
+            holds [tokens, vocabulary] logits. `None` (default): the standard loss over full logits.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether `lm_head` shares the input embeddings (not in Llama-2).
 
@@ -253,6 +257,7 @@ class LlamaVidConfig(PretrainedConfig):
         sdpa_backends: list[str] | None = None,
         fast_attention: bool = False,
         cuda_graph_decoding: bool = False,
+        loss_chunk_size: int | None = None,
         tie_word_embeddings: bool = False,
         **kwargs: Any,
     ):
@@ -326,6 +331,9 @@ class LlamaVidConfig(PretrainedConfig):
         self.sdpa_backends = sdpa_backends
         self.fast_attention = bool(fast_attention)
         self.cuda_graph_decoding = bool(cuda_graph_decoding)
+        if loss_chunk_size is not None and int(loss_chunk_size) < 1:
+            raise ValueError("loss_chunk_size must be a positive number of rows or None.")
+        self.loss_chunk_size = None if loss_chunk_size is None else int(loss_chunk_size)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @property

@@ -43,6 +43,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from . import fast_attention as _fast_attention
 from .cuda_graph_decoding import CudaGraphDecoder
+from .losses import labelled_positions_lm_loss
 from .vision_kernels import add_layer_norm_
 from .configuration_llamavid import VISUAL_INPUT_NAMES, LlamaVidConfig, LlamaVidVisionConfig, parse_compress_type
 
@@ -915,20 +916,29 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state  # [B, T, C]
-        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
-
-        loss = None
-        if labels is not None:
-            if input_ids is not None:
-                labels = labels.masked_fill(_placeholder_mask(input_ids, self.config), self.config.ignore_index)
-            loss = self.loss_function(
-                logits=logits,
-                labels=labels,
-                vocab_size=self.config.text_config.vocab_size,
-                ignore_index=self.config.ignore_index,
-                **kwargs,
+        if labels is not None and input_ids is not None:
+            labels = labels.masked_fill(_placeholder_mask(input_ids, self.config), self.config.ignore_index)
+        chunk = getattr(self.config, "loss_chunk_size", None)
+        if labels is not None and chunk and isinstance(logits_to_keep, int) and logits_to_keep == 0:
+            # Training: logits of the labelled positions only, chunk by chunk (a 64K-token movie never gets its
+            # [64K, 32K] logits); `logits` is not returned.
+            loss = labelled_positions_lm_loss(
+                hidden_states, self.lm_head, labels, ignore_index=self.config.ignore_index, chunk_size=int(chunk),
+                num_items_in_batch=kwargs.get("num_items_in_batch"),
             )
+            logits = None
+        else:
+            slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, slice_indices, :])
+            loss = None
+            if labels is not None:
+                loss = self.loss_function(
+                    logits=logits,
+                    labels=labels,
+                    vocab_size=self.config.text_config.vocab_size,
+                    ignore_index=self.config.ignore_index,
+                    **kwargs,
+                )
 
         # The cache field is `past_key_values` up to transformers 5.2x and `cache` later: copy whatever is there.
         extra = {key: value for key, value in outputs.items() if key != "last_hidden_state"}

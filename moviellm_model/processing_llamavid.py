@@ -18,6 +18,7 @@ What it reproduces from the original (llamavid-spec.md, sections 1.3, 1.8, 1.9, 
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Sequence
@@ -188,35 +189,72 @@ class LlamaVidProcessor(ProcessorMixin):
             patches += 1
         return 1 + content_tokens_per_frame(self.compress_type, patches)
 
-    def tokenize_with_placeholders(self, text: str, placeholder_ids: Sequence[list[int]]) -> list[int]:
-        """LLaVA's `tokenizer_image_token`, with the k-th placeholder replaced by `placeholder_ids[k]`."""
-        chunks = self._placeholder_re.split(text)[::2]  # text between placeholders
+    def tokenize_with_placeholders(
+        self, text: str, placeholder_ids: Sequence[list[int]], boundaries: Sequence[int] | None = None
+    ) -> list[int] | tuple[list[int], list[int]]:
+        """LLaVA's `tokenizer_image_token`, with the k-th placeholder replaced by `placeholder_ids[k]`.
+
+        With `boundaries` (character offsets into `text`, outside placeholders), also returns for each offset the
+        index of the first token that ends after it: the tokens before that index hold only text before the offset
+        (how a trainer finds where an answer starts and ends). A token that straddles an offset (a tokenizer that
+        merges across a space) counts as after it. Needs a fast tokenizer (character offsets).
+        """
+        pieces = self._placeholder_re.split(text)
+        chunks = pieces[::2]  # text between placeholders
         if len(chunks) - 1 != len(placeholder_ids):
             raise ValueError(f"The prompt has {len(chunks) - 1} placeholders but {len(placeholder_ids)} were expected.")
-        encoded = self._encode_chunks(chunks)
+        if boundaries is None:
+            encoded, offsets = self._encode_chunks(chunks), None
+        else:
+            encoded, offsets = self._encode_chunks(chunks, return_offsets=True)
         bos = self.tokenizer.bos_token_id
         offset = 1 if encoded and encoded[0] and bos is not None and encoded[0][0] == bos else 0
         ids = [encoded[0][0]] if offset else []
+        chunk_starts = []  # token index where each chunk's own ids start
         for index, chunk_ids in enumerate(encoded):
             if index:
                 ids.extend(placeholder_ids[index - 1])
+            chunk_starts.append(len(ids))
             ids.extend(chunk_ids[offset:])
-        return ids
+        if boundaries is None:
+            return ids
+        char_starts, position = [], 0  # character offset where each chunk starts in `text`
+        for index, piece in enumerate(pieces):
+            if index % 2 == 0:
+                char_starts.append(position)
+            position += len(piece)
+        positions = []
+        for boundary in boundaries:
+            chunk = bisect.bisect_right(char_starts, boundary) - 1
+            local = boundary - char_starts[chunk]
+            if local > len(chunks[chunk]):
+                raise ValueError(f"Character offset {boundary} falls inside a placeholder.")
+            ends = [end for _, end in offsets[chunk][offset:]]
+            positions.append(chunk_starts[chunk] + bisect.bisect_right(ends, local))
+        return ids, positions
 
-    def _encode_chunks(self, chunks: list[str]) -> list[list[int]]:
+    def _encode_chunks(self, chunks: list[str], return_offsets: bool = False):
         """Tokenise text chunks like the original slow (sentencepiece) Llama tokenizer did.
 
         SentencePiece always adds its dummy-prefix '▁', also before a leading space (" Hi" -> "▁▁Hi"); the
         `tokenizers` Metaspace pre-tokenizer of converted Llama tokenizers does not add it when the text already
         starts with a space. Such chunks (e.g. Whisper subtitles after a frame placeholder) get one more space, which
         restores the sentencepiece pieces. The need is detected from the tokenizer's behaviour, not assumed.
+        With `return_offsets`, also each token's (start, end) characters in its chunk: `(ids, offsets)`.
         """
         if getattr(self, "_absorbs_leading_space", None) is None:
             probe = self.tokenizer([" a", "a"], add_special_tokens=False)["input_ids"]
             self._absorbs_leading_space = probe[0] == probe[1]
-        if self._absorbs_leading_space:
-            chunks = [" " + chunk if chunk.startswith(" ") else chunk for chunk in chunks]
-        return self.tokenizer(chunks, add_special_tokens=True)["input_ids"]
+        shifted = [bool(self._absorbs_leading_space and chunk.startswith(" ")) for chunk in chunks]
+        chunks = [" " + chunk if shift else chunk for chunk, shift in zip(chunks, shifted)]
+        if not return_offsets:
+            return self.tokenizer(chunks, add_special_tokens=True)["input_ids"]
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError("Locating answer spans needs a fast tokenizer (character offsets); load it with use_fast.")
+        encoded = self.tokenizer(chunks, add_special_tokens=True, return_offsets_mapping=True)
+        offsets = [[(max(a - shift, 0), max(b - shift, 0)) for a, b in spans]
+                   for spans, shift in zip(encoded["offset_mapping"], shifted)]
+        return encoded["input_ids"], offsets
 
     def original_input_ids(self, text: str, image_token_index: int = -200) -> list[int]:
         """The ids the original LLaMA-VID code feeds its model: one `image_token_index` (-200) per placeholder.
