@@ -24,6 +24,8 @@ Moviellm keys:
 - `checkpointing`: `full` (recompute every decoder layer) or `attention` (keep the attention kernels' outputs and
   recompute the rest: faster, more memory); used when `training.gradient_checkpointing` is on.
 - `sdpa_backends`: SDPA kernel priority on CUDA, e.g. `[cudnn, flash, efficient, math]`.
+- `sample_log`: write `samples-rank<r>.jsonl` in the output folder: the ids of the conversations each step trained on
+  (an audit of the data order; a resumed run continues it from the checkpoint's step).
 - `dtype`: weights' dtype when loading (`bfloat16`, `float32`, ...; default float32 with fp32 training, bfloat16
   with `training.bf16`).
 """
@@ -71,6 +73,7 @@ class TrainRecipe:
     sdpa_backends: list[str] | None = None
     dtype: str | None = None
     tiny_movies: int = 8
+    sample_log: bool = False
     training: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -19,7 +19,6 @@ Sources (each streams; nothing reads a whole dataset into memory):
 from __future__ import annotations
 
 import json
-import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ __all__ = [
     "split_movie_message",
 ]
 
-_PLACEHOLDER_RUN = re.compile(f"(?:{re.escape(IMAGE_TOKEN)})+")
 
 
 class DataError(ValueError):
@@ -115,25 +113,33 @@ class Record:
         return words
 
 
-def split_movie_message(text: str) -> tuple[str, list[str], str] | None:
+def split_movie_message(text: str, tokens_per_frame: int = 1) -> tuple[str, list[str], str] | None:
     """Split a user message holding a movie into `(prefix, subtitles, suffix)`; None when it has no placeholder.
 
-    Every run of placeholders is one frame (the LongVideoQA layout writes `<image>` twice per frame; LlamaVidProcessor
-    takes one). The last frame's subtitle ends where the movie wrapper's end sentence or the first line break starts.
+    Each frame is `tokens_per_frame` consecutive placeholders followed by its subtitle (the LongVideoQA layout
+    writes two per frame, LlamaVidProcessor prompts one). The last frame's subtitle ends where the movie wrapper's end
+    sentence or the first line break starts. Raises ValueError when the placeholders do not group into frames.
     """
-    runs = list(_PLACEHOLDER_RUN.finditer(text))
-    if not runs:
+    pieces = text.split(IMAGE_TOKEN)
+    count = len(pieces) - 1
+    if count == 0:
         return None
-    prefix = text[: runs[0].start()]
-    subtitles = [text[a.end() : b.start()] for a, b in zip(runs, runs[1:])]
-    tail = text[runs[-1].end() :]
+    if count % tokens_per_frame:
+        raise ValueError(f"{count} placeholders are not {tokens_per_frame} per frame")
+    subtitles = []
+    for frame in range(count // tokens_per_frame):
+        first = frame * tokens_per_frame + 1
+        if any(pieces[first:first + tokens_per_frame - 1]):
+            raise ValueError(f"text between the placeholders of frame {frame} ({tokens_per_frame} per frame)")
+        subtitles.append(pieces[first + tokens_per_frame - 1])
+    tail = subtitles.pop()
     cut = tail.find(MOVIE_PROMPT_END)
     if cut < 0:
         cut = tail.find("\n")
     if cut < 0:
         cut = len(tail)
     subtitles.append(tail[:cut])
-    return prefix, subtitles, tail[cut:]
+    return pieces[0], subtitles, tail[cut:]
 
 
 def bare_question(suffix: str) -> str:
@@ -481,17 +487,24 @@ class LlavaJsonSource:
         if inputs is not None and first.count(IMAGE_TOKEN) == 1:
             # The original layout: one <image> that the trainer replaces by the .pkl's `inputs` (frames + subtitles).
             first = first.replace(IMAGE_TOKEN, inputs.replace("...", "") if legacy else inputs)
-        parts = split_movie_message(first)
-        if parts is None:
-            return Record(id=record_id, source=self.name, turns=[], error=f"sample {record_id}: its first human turn "
-                          "has no <image> placeholder for its video")
         if any(IMAGE_TOKEN in user for user, _ in turns[1:]):
             return Record(id=record_id, source=self.name, turns=[], error=f"sample {record_id}: placeholders after the "
                           "first human turn (a long video goes in the first turn only)")
-        prefix, subtitles, suffix = parts
-        if visual.num_frames is not None and visual.num_frames != len(subtitles):
+        placeholders = first.count(IMAGE_TOKEN)
+        frames = visual.num_frames or item.get("num_frames")
+        if not placeholders:
+            return Record(id=record_id, source=self.name, turns=[], error=f"sample {record_id}: its first human turn "
+                          "has no <image> placeholder for its video")
+        if not frames:
+            return Record(id=record_id, source=self.name, turns=[], error=f"sample {record_id}: one <image> with a "
+                          f"video file is a short video; long-video samples need one placeholder group per frame")
+        try:
+            prefix, subtitles, suffix = split_movie_message(first, max(1, placeholders // int(frames)))
+        except ValueError as err:
+            return Record(id=record_id, source=self.name, turns=[], error=f"sample {record_id}: {err}")
+        if len(subtitles) != frames:
             return Record(id=record_id, source=self.name, turns=[], error=f"sample {record_id}: {len(subtitles)} frames "
-                          f"in the text but {visual.num_frames} in {video}")
+                          f"in the text but {frames} in {video}")
         movie = Movie(subtitles=subtitles, prefix=prefix, suffix=suffix, visual=visual)
         return Record(id=record_id, source=self.name, turns=turns, question=bare_question(suffix), movie=movie)
 
@@ -512,7 +525,19 @@ class LlavaJsonSource:
                                  "allow_pickle: true (--allow-pickle) for files you trust")
             feats, inputs = load_legacy_pickle(path)
             return VisualRef(kind="features", path=str(path), num_frames=int(feats.shape[0])), inputs
-        return VisualRef(kind="frames", path=str(path)), None
+        return VisualRef(kind="frames", path=str(path), num_frames=_mp4_frame_count(path)), None
+
+
+def _mp4_frame_count(path: Path) -> int | None:
+    """Frames of a video file from its header (no decoding); None when the container does not say."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frames = container.streams.video[0].frames if container.streams.video else 0
+    except (av.FFmpegError, IndexError) as err:
+        raise ValueError(f"{path.name} is not a readable video ({err})") from None
+    return frames or None
 
 
 def _find_video(folder: Path, video: str) -> Path:

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["DataStats", "MixedStream", "TrainingBatches", "collate", "make_dataloader"]
 
 STATS_KEY = "moviellm_stats"
+IDS_KEY = "moviellm_sample_ids"
 SKIP_REASONS = ("corrupt", "too_long", "tokenization_mismatch")
 
 
@@ -258,6 +259,7 @@ class TrainingBatches(IterableDataset):
         stats["samples"] += len(samples)
         batch = collate(samples, self.encoder.processor, self.pad_token_id)
         batch[STATS_KEY] = dict(stats)
+        batch[IDS_KEY] = [sample.id for sample in samples]
         return batch
 
 

@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoProcessor, Trainer, TrainerCallback, Tr
 from ..modeling_llamavid import LlamaVidForConditionalGeneration
 from .encoding import ConversationEncoder
 from .recipe import RecipeError, TrainRecipe, training_arguments_kwargs
-from .stream import STATS_KEY, DataStats, MixedStream, TrainingBatches, make_dataloader
+from .stream import IDS_KEY, STATS_KEY, DataStats, MixedStream, TrainingBatches, make_dataloader
 
 logger = logging.getLogger(__name__)
 
@@ -219,9 +219,11 @@ class LlamaVidTrainer(Trainer):
     skipped (`data_stats`), saving the counters with every checkpoint.
     """
 
-    def __init__(self, *args, batches: TrainingBatches, peak_flops: float | None = None, **kwargs):
+    def __init__(self, *args, batches: TrainingBatches, peak_flops: float | None = None,
+                 sample_log: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.batches = batches
+        self.sample_log = sample_log
         self.data_stats = DataStats()
         self.peak_flops = peak_flops if peak_flops is not None else device_peak_flops()
         self._window_tokens = 0
@@ -236,6 +238,10 @@ class LlamaVidTrainer(Trainer):
         stats = inputs.pop(STATS_KEY, None)
         if stats:
             self.data_stats.update(stats)
+        ids = inputs.pop(IDS_KEY, None)
+        if self.sample_log is not None and ids is not None and model.training:
+            with open(self.sample_log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": self.state.global_step + 1, "ids": ids}) + "\n")
         mask = inputs.get("attention_mask")
         if mask is not None:
             lengths = mask.sum(dim=1).tolist()
@@ -377,10 +383,14 @@ def run_training(recipe: TrainRecipe, output_dir: str | Path | None = None, prog
     batches = TrainingBatches(stream, encoder, batch_size=args.per_device_train_batch_size, window=recipe.window,
                               rank=rank, world_size=world_size, pad_token_id=pad, seed=args.seed)
     checkpoint = newest_checkpoint(output_dir)
-    trainer = LlamaVidTrainer(model=model, args=args, processing_class=processor, batches=batches)
+    sample_log = output_dir / f"samples-rank{rank}.jsonl" if recipe.sample_log else None
+    trainer = LlamaVidTrainer(model=model, args=args, processing_class=processor, batches=batches,
+                              sample_log=sample_log)
     trainer.add_callback(_DataStatsCheckpoint(trainer))
     if checkpoint is not None:
         _resume_stream(trainer, batches, checkpoint)
+    elif sample_log is not None and sample_log.exists():
+        sample_log.unlink()  # a fresh run (no checkpoint to continue): a fresh log
     _write_recipe(output_dir, recipe)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return _finish(trainer, recipe, output_dir, processor, checkpoint)
@@ -393,11 +403,22 @@ def _resume_stream(trainer: LlamaVidTrainer, batches: TrainingBatches, checkpoin
     accumulation = trainer.args.gradient_accumulation_steps
     per_epoch = max(math.ceil(len(batches) / accumulation), 1)
     batches.resume_at(step // per_epoch, (step % per_epoch) * accumulation)
+    if trainer.sample_log is not None and trainer.sample_log.exists():  # steps after the checkpoint are trained again
+        kept = [line for line in trainer.sample_log.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _logged_step(line) is not None and _logged_step(line) <= step]
+        trainer.sample_log.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     stats_file = checkpoint / DATA_STATS_FILE
     if stats_file.is_file() and trainer.args.process_index == 0:
         trainer.data_stats.update(json.loads(stats_file.read_text()))
     logger.info("resuming from %s: step %d, the stream continues at epoch %d batch %d", checkpoint.name, step,
                 batches.start_epoch, batches.start_batch)
+
+
+def _logged_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a line cut by a kill
 
 
 def _write_recipe(output_dir: Path, recipe: TrainRecipe) -> None:
