@@ -334,20 +334,21 @@ def _training_arguments(recipe: TrainRecipe, output_dir: Path) -> TrainingArgume
 
 def prepare_run(recipe: TrainRecipe, output_dir: Path) -> tuple[str, list]:
     """The model path and the data sources, making the tiny model and tiny movies when the recipe asks for them."""
-    model_path = recipe.model
     work = output_dir / ".moviellm"
+    if recipe.model == "tiny" and not recipe.data:
+        movies = work / "tiny-movies"
+        if not (movies / "manifest.jsonl").is_file():
+            _make_tiny_movies(movies, recipe.tiny_movies)
+        recipe.data = [{"type": "movies", "path": str(movies), "name": "tiny-movies"}]
+    sources = recipe.build_sources()  # checked before any model is read or built
+    model_path = recipe.model
     if recipe.model == "tiny":
         from ..tiny import build_tiny_checkpoint
 
         model_path = str(work / "tiny-base")
         if not (Path(model_path) / "config.json").is_file():
             build_tiny_checkpoint(model_path, seed=int(recipe.training.get("seed", 42)))
-    if recipe.model == "tiny" and not recipe.data:
-        movies = work / "tiny-movies"
-        if not (movies / "manifest.jsonl").is_file():
-            _make_tiny_movies(movies, recipe.tiny_movies)
-        recipe.data = [{"type": "movies", "path": str(movies), "name": "tiny-movies"}]
-    return model_path, recipe.build_sources()
+    return model_path, sources
 
 
 def _make_tiny_movies(out: Path, count: int) -> None:
