@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..cli import verb
 from ..errors import ConfigError, MovieLLMError
@@ -60,6 +61,8 @@ def run_train(args: argparse.Namespace) -> int:
         result = run_training(recipe, output_dir=args.output_dir, progress=not args.no_progress)
     except (RecipeError, DataError) as err:
         raise ConfigError(str(err)) from None
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # one summary per run, from the first process
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
     resumed = f" (resumed from {result.resumed_from.name})" if result.resumed_from else ""
     print(f"{result.output_dir}: trained to step {result.global_step}{resumed}, final loss {loss}; "

@@ -273,9 +273,10 @@ class _DataStatsCheckpoint(TrainerCallback):
         self.trainer = trainer
 
     def on_save(self, args, state, control, **kwargs):
+        stats = _gather_stats(self.trainer.data_stats)  # a collective: every rank takes part
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
-            (folder / DATA_STATS_FILE).write_text(json.dumps(_gather_stats(self.trainer.data_stats)))
+            (folder / DATA_STATS_FILE).write_text(json.dumps(stats))
 
 
 def _gather_stats(stats: DataStats) -> dict:
@@ -370,11 +371,12 @@ def run_training(recipe: TrainRecipe, output_dir: str | Path | None = None, prog
         raise RecipeError(f"--output-dir {output_dir} is a file; choose a folder.")
     output_dir.mkdir(parents=True, exist_ok=True)
     recipe.output_dir = str(output_dir)
-    model_path, sources = prepare_run(recipe, output_dir)
-    model, processor = load_model(recipe, model_path)
-    args = _training_arguments(recipe, output_dir)
+    args = _training_arguments(recipe, output_dir)  # also starts the process group under torchrun / accelerate
     if not progress:
         args.disable_tqdm = True
+    with args.main_process_first(desc="preparing the model and the data"):  # the others read what it made
+        model_path, sources = prepare_run(recipe, output_dir)
+    model, processor = load_model(recipe, model_path)
 
     rank, world_size = _rank_and_world()
     encoder = ConversationEncoder(processor, recipe.max_length, qformer_query=recipe.qformer_query,
