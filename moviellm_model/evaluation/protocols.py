@@ -45,8 +45,8 @@ class JudgeTask:
     order: str | None = None  # movie-compare: which answer is shown first
 
     @property
-    def key(self) -> str:
-        return "/".join(p for p in (self.group, self.item_id, self.order) if p)
+    def key(self) -> tuple[str, str, str | None]:
+        return self.group, self.item_id, self.order
 
     @property
     def label(self) -> str:
@@ -97,7 +97,7 @@ class Protocol:
               both_orders: bool = False) -> list[JudgeTask]:
         raise NotImplementedError
 
-    def aggregate(self, tasks: list[JudgeTask], outcomes: dict[str, Outcome], both_orders: bool = False) -> dict:
+    def aggregate(self, tasks: list[JudgeTask], outcomes: dict[tuple, Outcome], both_orders: bool = False) -> dict:
         raise NotImplementedError
 
 
@@ -105,7 +105,7 @@ def _mean(values: list[float]) -> float | None:
     return fmean(values) if values else None
 
 
-def _counts(tasks: list[JudgeTask], outcomes: dict[str, Outcome]) -> dict[str, int]:
+def _counts(tasks: list[JudgeTask], outcomes: dict[tuple, Outcome]) -> dict[str, int]:
     judged = sum(1 for t in tasks if outcomes[t.key].judged)
     return {"total": len(tasks), "judged": judged, "unjudged": len(tasks) - judged}
 
@@ -218,7 +218,7 @@ class MovieCompare(Protocol):
         return metrics
 
     @staticmethod
-    def _group(tasks: list[JudgeTask], outcomes: dict[str, Outcome], both_orders: bool) -> dict:
+    def _group(tasks: list[JudgeTask], outcomes: dict[tuple, Outcome], both_orders: bool) -> dict:
         by_item: dict[str, dict[str, Outcome]] = {}
         for task in tasks:
             by_item.setdefault(task.item_id, {})[task.order] = outcomes[task.key]

@@ -12,6 +12,7 @@ the report counts and lists. Calls past ``max_cost`` are not sent and are report
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ def build_call(task: JudgeTask, prompt: JudgePrompt) -> ChatCall:
 
 def judge(tasks: list[JudgeTask], prompts: dict[str, JudgePrompt], settings: ChatSettings,
           cache_path: str | Path | None, attempts: int = 2, progress: bool = True,
-          cache_option: str = "--judge-cache") -> tuple[dict[str, Outcome], JudgeRun]:
+          cache_option: str = "--judge-cache") -> tuple[dict[tuple, Outcome], JudgeRun]:
     """Judge every task; returns the outcome of each (by task key) and what the run cost.
 
     Raises :class:`~moviellm_data.llm.client.LLMFatalError` when the endpoint refuses every request
@@ -56,14 +57,21 @@ def judge(tasks: list[JudgeTask], prompts: dict[str, JudgePrompt], settings: Cha
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
-    return asyncio.run(_judge(tasks, prompts, settings, cache_path, attempts, progress, cache_option))
+    work = _judge(tasks, prompts, settings, cache_path, attempts, progress, cache_option)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    # Called from inside a running event loop (a notebook): judge on a fresh loop in a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="moviellm-judge") as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 async def _judge(tasks, prompts, settings, cache_path, attempts, progress, cache_option):
     from tqdm.auto import tqdm
 
     cache = ResponseCache(cache_path, option=cache_option)
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[tuple, Outcome] = {}
     run = JudgeRun(usage=Usage(cost=0.0 if settings.price is not None else None))
     bar = tqdm(total=len(tasks), unit="call", desc="judging", disable=not progress)
     try:

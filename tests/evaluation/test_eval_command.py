@@ -167,3 +167,34 @@ def test_a_cut_last_line_is_ignored_like_answer_does(tmp_path):
         assert server.totals.requests == 3
     run = json.loads((out / "results.json").read_text())["runs"]["msvd-qa-llamavid-tiny"]
     assert run["predictions"]["lines"] == 3 and run["predictions"]["ignored_cut_last_line"] is True
+
+
+def test_a_rejected_key_stops_at_once_in_one_sentence_without_the_key(tmp_path, capsys):
+    preds = qa_file(tmp_path, 4)
+    out = tmp_path / "eval"
+    with judge_server(qa_decide, echo_key=True) as server:
+        server.api_key = "sk-another-key-the-server-wants-0000"  # so ours is rejected, and echoed back
+        code = main(eval_args(server, preds, "msvd-qa", out))
+        assert server.totals.requests <= 4  # no retries of a rejected key
+    err = capsys.readouterr().err
+    assert code == 2 and "rejected the API key (HTTP 401" in err and "$OPENAI_API_KEY" in err
+    assert len(err.strip().splitlines()) == 1
+    assert_no_secret({"stderr": err, **all_files(out)})
+
+
+def test_evaluate_works_inside_a_running_event_loop(tmp_path):
+    import asyncio
+
+    from moviellm_data.llm import ChatSettings
+    from moviellm_model.evaluation import evaluate
+
+    preds = qa_file(tmp_path, 3)
+    with judge_server(qa_decide) as server:
+        settings = ChatSettings(model="judge-model", base_url=server.url, api_key=SECRET, temperature=0.0)
+
+        async def notebook_cell():
+            return evaluate(preds, "msvd-qa", settings, tmp_path / "eval", progress=False)
+
+        report = asyncio.run(notebook_cell())
+    assert report.run["counts"]["judged"] == 3 and report.unjudged == 0
+    assert report.run["metrics"]["msvd_qa"]["accuracy"] == pytest.approx(2 / 3)
