@@ -55,11 +55,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from moviellm_model.evaluation import evaluate
 
+    from ..pipeline import command_line
+
     settings = chat_settings_from_args(args, JUDGE)
     report = evaluate(args.predictions, args.protocol, settings, args.out, baseline=args.baseline,
                       both_orders=args.both_orders, cache_path=chat_cache_path(args, JUDGE, args.out),
                       attempts=args.judge_attempts, progress=not args.no_progress, model_card=args.model_card,
-                      dataset_id=args.dataset_id)
+                      dataset_id=args.dataset_id, command=command_line())
     run = report.run
     print(f"{run['title']}, {run['model_label']}" + (f" vs {run['baseline_label']}" if run["baseline"] else "")
           + f": {_summary(run)}")

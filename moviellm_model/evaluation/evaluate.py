@@ -60,7 +60,8 @@ def check_out_dir(out: str | Path) -> Path:
 def evaluate(predictions: str | Path, protocol: str, settings: ChatSettings, out: str | Path, *,
              baseline: str | Path | None = None, both_orders: bool = False, cache_path=_DEFAULT,
              attempts: int = 2, progress: bool = True, model_card: str | Path | None = None,
-             dataset_id: str | None = None, cache_option: str = "--judge-cache") -> EvalReport:
+             dataset_id: str | None = None, cache_option: str = "--judge-cache",
+             command: str | None = None) -> EvalReport:
     """Judge ``predictions`` with ``protocol`` through the chat endpoint of ``settings``; write the reports in ``out``.
 
     Args:
@@ -74,6 +75,7 @@ def evaluate(predictions: str | Path, protocol: str, settings: ChatSettings, out
         attempts: how often one judgement is asked from scratch when it fails (refused, unparseable, cut off).
         model_card: a saved model folder whose README.md model-index gets the results.
         dataset_id: the benchmark's Hub dataset id for the model-index (default: the benchmark's name).
+        command: the command line that ran this, recorded in results.json (it never holds a key).
 
     Bad input raises :class:`~moviellm_data.errors.ConfigError` before anything is written or sent.
     """
@@ -144,6 +146,7 @@ def evaluate(predictions: str | Path, protocol: str, settings: ChatSettings, out
         },
         "prompts": {name: prompt.record() for name, prompt in prompts.items()},
         "moviellm_version": __version__,
+        "command": command,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": spec.aggregate(tasks, outcomes, both_orders=both_orders),
         "counts": {"calls": len(tasks), "judged": len(tasks) - len(unjudged), "unjudged": len(unjudged),

@@ -99,6 +99,7 @@ def test_results_record_what_reproduces_them_and_the_key_is_in_no_output(tmp_pat
     assert run["judge"]["model"] == "judge-model" and run["judge"]["reported_models"] == {"judge-model-2026-01-01": 5}
     assert run["judge"]["temperature"] == 0 and run["judge"]["endpoint"] == url
     assert run["moviellm_version"] == __version__
+    assert run["command"].startswith("moviellm -v eval --predictions ") and "--judge-model judge-model" in run["command"]
     assert run["predictions"]["model"]["name_or_path"] == "org/llamavid-tiny"
     files = all_files(out)
     assert {"results.json", "results.md", "msvd-qa-llamavid-tiny.png", "eval.log", "judge-cache.sqlite",
