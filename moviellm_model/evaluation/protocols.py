@@ -82,7 +82,7 @@ class Protocol:
     def check(self, predictions: PredictionsFile, baseline: PredictionsFile | None) -> None:
         """One sentence when the files do not fit this protocol."""
         if predictions.benchmark != self.benchmark:
-            hint = ", ".join(p.name for p in PROTOCOLS.values() if p.benchmark == predictions.benchmark)
+            hint = " or ".join(p.name for p in PROTOCOLS.values() if p.benchmark == predictions.benchmark)
             raise PredictionsError(
                 f"{predictions.path} holds {predictions.benchmark} predictions, but --protocol {self.name} judges "
                 f"{self.benchmark}; use --protocol {hint}." if hint else
