@@ -422,6 +422,20 @@ class EvalRow:
     dataset_split: str | None = None
     judge: str | None = None  # e.g. "gpt-3.5-turbo-0125": GPT-judged numbers drift with the judge
 
+    @classmethod
+    def from_eval_result(cls, result) -> EvalRow:
+        """The row of a ``huggingface_hub.EvalResult`` read from a card."""
+        config = result.metric_config or ""
+        return cls(task_type=result.task_type, dataset_type=result.dataset_type, dataset_name=result.dataset_name,
+                   metric_type=result.metric_type, metric_value=result.metric_value, metric_name=result.metric_name,
+                   dataset_split=result.dataset_split,
+                   judge=config.removeprefix("judge=") if config.startswith("judge=") else None)
+
+    @property
+    def identity(self) -> tuple:
+        """What makes two rows the same result (a newer value replaces an older one)."""
+        return (self.task_type, self.dataset_type, self.dataset_split, self.metric_type, self.metric_name)
+
     def to_eval_result(self):
         from huggingface_hub import EvalResult
 
@@ -455,13 +469,6 @@ def model_card_text(model_name: str, *, repo_id: str | None = None, base_model: 
         eval_results=[r.to_eval_result() for r in results] or None,
     )
     metadata = data.to_dict()
-    if results:
-        table = ["| benchmark | metric | value | judge |", "|---|---|---|---|"]
-        table += [f"| {r.dataset_name} | {r.metric_name or r.metric_type} | {r.metric_value} | {r.judge or '-'} |"
-                  for r in results]
-        evaluation = "\n".join(table)
-    else:
-        evaluation = "Not evaluated yet."
     return render(
         "model_card.md",
         metadata,
@@ -469,11 +476,21 @@ def model_card_text(model_name: str, *, repo_id: str | None = None, base_model: 
         description=description or f"{model_name}: LLaMA-VID as Hugging Face model classes, made with moviellm.",
         model_facts=("| | |\n|---|---|\n" + _table(model_facts)) if model_facts else "-",
         training=training or "-",
-        evaluation=evaluation,
+        evaluation=evaluation_table(results),
         usage=usage or _DEFAULT_USAGE.format(repo=repo_id or model_name),
         limitations=limitations or "GPT-judged scores depend on the judge model and its version; compare "
                                    "numbers only when the judge is the same.",
     )
+
+
+def evaluation_table(results: Sequence[EvalRow]) -> str:
+    """The body of a model card's "Evaluation" section: one table row per result."""
+    if not results:
+        return "Not evaluated yet."
+    table = ["| benchmark | metric | value | judge |", "|---|---|---|---|"]
+    table += [f"| {r.dataset_name} | {r.metric_name or r.metric_type} | {r.metric_value} | {r.judge or '-'} |"
+              for r in results]
+    return "\n".join(table)
 
 
 def write_model_card(folder: str | Path, model_name: str, **kwargs) -> Path:
@@ -484,8 +501,55 @@ def write_model_card(folder: str | Path, model_name: str, **kwargs) -> Path:
     return path
 
 
+def check_model_card_folder(folder: str | Path) -> Path:
+    """A saved model folder whose card can take results: it exists, and its README.md (if any) parses."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CardError(f"--model-card {folder} is not a folder; give the saved model folder whose README.md "
+                        "should list the results.")
+    if (folder / CARD_NAME).exists():
+        load_card(folder / CARD_NAME, kind="model")
+    return folder
+
+
+_EVALUATION_SECTION = re.compile(r"(^## Evaluation[ \t]*\n)(.*?)(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+
+
+def merge_model_results(folder: str | Path, results: Sequence[EvalRow], model_name: str | None = None) -> Path:
+    """Add ``results`` to the ``model-index`` of ``folder/README.md`` (a model card), replacing older values.
+
+    A result replaces an earlier one of the same task, dataset, split, metric and metric name; the others
+    stay. Without a card, one is written from the template. In a card moviellm wrote (sealed, unedited)
+    the "Evaluation" table is rewritten to match; in a hand-edited card only the YAML ``model-index``
+    changes, so nothing a person wrote is lost. Returns the card's path.
+    """
+    from huggingface_hub import ModelCard
+
+    folder = check_model_card_folder(folder)
+    path = folder / CARD_NAME
+    if not path.exists():
+        return write_model_card(folder, model_name or folder.resolve().name, results=list(results))
+    text = path.read_text(encoding="utf-8")
+    sealed = is_unedited(text)
+    body = text[: _SEAL.search(text).start()] + "\n" if sealed else text
+    card = ModelCard(body)
+    merged = {row.identity: row for row in (EvalRow.from_eval_result(r) for r in card.data.eval_results or [])}
+    for row in results:
+        merged[row.identity] = row
+    rows = list(merged.values())
+    card.data.eval_results = [row.to_eval_result() for row in rows]
+    card.data.model_name = card.data.model_name or model_name or folder.resolve().name
+    if sealed:
+        card.text = _EVALUATION_SECTION.sub(lambda m: m.group(1) + "\n" + evaluation_table(rows) + "\n\n", card.text,
+                                            count=1)
+    new_text = card.content
+    atomic_write_text(path, seal(new_text) if sealed else new_text)
+    load_card(path, kind="model")
+    return path
+
+
 __all__ = [
-    "CardError", "EvalRow", "MovieStatistics", "card_features", "dataset_card_text", "dataset_kind", "front_matter",
+    "CardError", "EvalRow", "check_model_card_folder", "evaluation_table", "merge_model_results", "MovieStatistics", "card_features", "dataset_card_text", "dataset_kind", "front_matter",
     "is_unedited", "load_card", "model_card_text", "read_recipe", "refresh_card", "render", "seal", "size_category",
     "write_card", "write_dataset_card", "write_model_card",
 ]

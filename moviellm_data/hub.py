@@ -1,4 +1,7 @@
-"""Publishing dataset folders on the Hugging Face Hub, and fetching them back.
+"""Publishing dataset and model folders on the Hugging Face Hub, and fetching datasets back.
+
+``push_model`` publishes a saved model folder (config, weights, processor, the card with its
+``model-index``) the same way, as a model repository.
 
 ``push_dataset`` creates the dataset repository (if needed), uploads the data files (shards, manifest,
 recipe, contact sheet) and then, last, the card, so a reader never sees a card describing files that
@@ -62,6 +65,7 @@ class PushResult:
     uploader: str = "commits"
     stale: list[str] = field(default_factory=list)  # data files on the Hub that this folder does not have
     warnings: list[str] = field(default_factory=list)
+    remote_files: list[str] = field(default_factory=list)  # what the repository holds after the push
 
 
 # ---------------------------------------------------------------------------------------- repo ids
@@ -164,15 +168,16 @@ def _same_as_remote(cache: _HashCache, rel: str, remote) -> bool:
 # ------------------------------------------------------------------------------------ error wording
 
 
-def _explain(err: Exception, repo_id: str, endpoint: str, doing: str) -> MovieLLMError:
+def _explain(err: Exception, repo_id: str, endpoint: str, doing: str, repo_type: str = REPO_TYPE) -> MovieLLMError:
     """Turn a huggingface_hub / network error into one sentence (never quoting headers or tokens)."""
     from huggingface_hub import errors as hf_errors
 
     if isinstance(err, hf_errors.RepositoryNotFoundError):
-        return HubError(f"there is no dataset repository {repo_id} on {endpoint}{_did_you_mean(repo_id, endpoint)}; "
+        suggestion = _did_you_mean(repo_id, endpoint) if repo_type == "dataset" else ""
+        return HubError(f"there is no {repo_type} repository {repo_id} on {endpoint}{suggestion}; "
                         "check the name, and if it is private set HF_TOKEN or run `hf auth login`.")
     if isinstance(err, hf_errors.RevisionNotFoundError):
-        return HubError(f"dataset repository {repo_id} has no such revision; check --revision.")
+        return HubError(f"{repo_type} repository {repo_id} has no such revision; check --revision.")
     response = getattr(err, "response", None)
     status = getattr(response, "status_code", None)
     if status in (401, 403):
@@ -227,11 +232,49 @@ def push_dataset(folder: str | Path, repo_id: str, private: bool = False, endpoi
             "large-folder" or "commits".
         contact_sheet: draw ``contact_sheet.png`` for the card (movie datasets).
     """
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
     root = check_dataset_folder(folder)
     repo_id = parse_repo_id(repo_id)
+    uploader = _choose_uploader(uploader, files_per_commit)
+    # The card is made (and checked) before anything is uploaded: a card that does not parse stops here.
+    _prepare_card(root, repo_id, contact_sheet)
+    load_card(root / CARD_NAME)
+    result = _push_folder(root, repo_id, "dataset", private, endpoint, files_per_commit, uploader, progress)
+    result.stale = sorted(p for p in result.remote_files if p.endswith(".tar") and p not in set(publishable_files(root)))
+    return result
+
+
+def is_model_folder(folder: str | Path) -> bool:
+    """A saved model (``config.json``, no dataset shards), which ``moviellm push`` publishes as a model repository."""
+    root = Path(folder)
+    return (root / "config.json").is_file() and not any(root.glob("*.tar"))
+
+
+def push_model(folder: str | Path, repo_id: str, private: bool = False, endpoint: str | None = None,
+               files_per_commit: int = DEFAULT_FILES_PER_COMMIT, uploader: str = "auto",
+               progress: bool = True) -> PushResult:
+    """Publish a saved model folder (``save_pretrained`` output and its card) as the Hub model ``repo_id``.
+
+    Resumable and idempotent like :func:`push_dataset`; the card (README.md, with the ``model-index``
+    that ``moviellm eval --model-card`` fills) is checked before anything is sent and committed last.
+    A folder without a card gets one from the model-card template.
+    """
+    from .card import write_model_card
+
+    root = Path(folder)
+    if not is_model_folder(root):
+        raise ConfigError(f"{root} is not a saved model folder (it needs config.json, as save_pretrained writes it); "
+                          "give the folder the model was saved to.")
+    repo_id = parse_repo_id(repo_id)
+    uploader = _choose_uploader(uploader, files_per_commit)
+    if not (root / CARD_NAME).exists():
+        write_model_card(root, repo_id.split("/")[-1], repo_id=repo_id)
+    load_card(root / CARD_NAME, kind="model")
+    return _push_folder(root, repo_id, "model", private, endpoint, files_per_commit, uploader, progress)
+
+
+def _choose_uploader(uploader: str, files_per_commit: int) -> str:
+    from huggingface_hub import HfApi
+
     if files_per_commit < 1:
         raise ConfigError(f"--files-per-commit must be at least 1, got {files_per_commit}.")
     if uploader not in UPLOADERS:
@@ -240,20 +283,24 @@ def push_dataset(folder: str | Path, repo_id: str, private: bool = False, endpoi
         uploader = "large-folder" if hasattr(HfApi, "upload_large_folder") else "commits"
     if uploader == "large-folder" and not hasattr(HfApi, "upload_large_folder"):
         raise ConfigError("this huggingface_hub has no upload_large_folder (removed in 2.x); use the commits uploader.")
+    return uploader
 
-    # The card is made (and checked) before anything is uploaded: a card that does not parse stops here.
-    card_path = root / CARD_NAME
-    _prepare_card(root, repo_id, contact_sheet)
-    load_card(card_path)
+
+def _push_folder(root: Path, repo_id: str, repo_type: str, private: bool, endpoint: str | None, files_per_commit: int,
+                 uploader: str, progress: bool) -> PushResult:
+    """Create the repository if needed, upload the folder's files, then the card on its own."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     endpoint = _endpoint(endpoint)
     api = HfApi(endpoint=endpoint)
-    result = PushResult(repo_id=repo_id, url=f"{endpoint}/datasets/{repo_id}", uploader=uploader)
+    url = f"{endpoint}/datasets/{repo_id}" if repo_type == "dataset" else f"{endpoint}/{repo_id}"
+    result = PushResult(repo_id=repo_id, url=url, uploader=uploader)
     doing = "the upload to"
     try:
         doing = "creating"
-        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
-        info = api.dataset_info(repo_id)
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        info = api.repo_info(repo_id, repo_type=repo_type)
         if private and not info.private:
             result.warnings.append(f"{repo_id} already exists and is public; it stays public.")
         doing = "the upload to"
@@ -261,23 +308,23 @@ def push_dataset(folder: str | Path, repo_id: str, private: bool = False, endpoi
         cache = _HashCache(root)
         try:
             if uploader == "large-folder":
-                _upload_large_folder(api, root, repo_id, files, private, result)
+                _upload_large_folder(api, root, repo_id, files, private, result, repo_type=repo_type)
             else:
-                _upload_in_commits(api, root, repo_id, files, cache, files_per_commit, result, progress)
+                _upload_in_commits(api, root, repo_id, files, cache, files_per_commit, result, progress,
+                                   message=f"Upload {repo_type} files", repo_type=repo_type)
             # Card last, on its own: readers never see a card that promises files still on their way.
             _upload_in_commits(api, root, repo_id, [CARD_NAME], cache, 1, result, progress=False,
-                               message="Update dataset card")
+                               message=f"Update {repo_type} card", repo_type=repo_type)
         finally:
             cache.save()
-        remote = _remote_files(api, repo_id)
-        result.stale = sorted(p for p in remote if p.endswith(".tar") and p not in set(files))
+        result.remote_files = sorted(_remote_files(api, repo_id, repo_type))
     except MovieLLMError:
         raise
     except (HfHubHTTPError, OSError, ValueError) as err:
-        raise _explain(err, repo_id, endpoint, doing) from None
+        raise _explain(err, repo_id, endpoint, doing, repo_type) from None
     except Exception as err:  # httpx/httpx2 transport errors: the class differs between hub 1.x and 2.x
         if type(err).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "httpcore2"):
-            raise _explain(err, repo_id, endpoint, doing) from None
+            raise _explain(err, repo_id, endpoint, doing, repo_type) from None
         raise
     return result
 
@@ -298,21 +345,22 @@ def _prepare_card(root: Path, repo_id: str, contact_sheet: bool) -> None:
     refresh_card(root, repo_id=repo_id, contact_sheet=contact_sheet)
 
 
-def _remote_files(api, repo_id: str) -> dict:
+def _remote_files(api, repo_id: str, repo_type: str = REPO_TYPE) -> dict:
     """path -> RepoFile of everything in the repository now."""
     from huggingface_hub.hf_api import RepoFile
 
-    return {item.path: item for item in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, recursive=True)
+    return {item.path: item for item in api.list_repo_tree(repo_id, repo_type=repo_type, recursive=True)
             if isinstance(item, RepoFile)}
 
 
 def _upload_in_commits(api, root: Path, repo_id: str, files: Sequence[str], cache: _HashCache, files_per_commit: int,
-                       result: PushResult, progress: bool, message: str = "Upload dataset files") -> None:
+                       result: PushResult, progress: bool, message: str = "Upload dataset files",
+                       repo_type: str = REPO_TYPE) -> None:
     """Commit the files the Hub lacks (or holds with other content) in batches; each batch is durable."""
     from huggingface_hub import CommitOperationAdd
     from tqdm.auto import tqdm
 
-    remote = _remote_files(api, repo_id)
+    remote = _remote_files(api, repo_id, repo_type)
     todo = []
     for rel in files:
         if _same_as_remote(cache, rel, remote.get(rel)):
@@ -334,7 +382,7 @@ def _upload_in_commits(api, root: Path, repo_id: str, files: Sequence[str], cach
         for number, batch in enumerate(batches, start=1):
             title = message if len(batches) == 1 else f"{message} (part {number} of {len(batches)})"
             operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(root / rel)) for rel in batch]
-            api.create_commit(repo_id, operations=operations, commit_message=title, repo_type=REPO_TYPE)
+            api.create_commit(repo_id, operations=operations, commit_message=title, repo_type=repo_type)
             result.commits += 1
             result.uploaded.extend(batch)
             bar.update(sum((root / r).stat().st_size for r in batch))
@@ -349,9 +397,10 @@ class _DropMessages(logging.Filter):
         return self.text not in record.getMessage()
 
 
-def _upload_large_folder(api, root: Path, repo_id: str, files: Sequence[str], private: bool, result: PushResult) -> None:
+def _upload_large_folder(api, root: Path, repo_id: str, files: Sequence[str], private: bool, result: PushResult,
+                         repo_type: str = REPO_TYPE) -> None:
     """huggingface_hub 1.x: the resumable multi-threaded uploader (state in ``DIR/.cache/huggingface``)."""
-    before = {c.commit_id for c in api.list_repo_commits(repo_id, repo_type=REPO_TYPE)}
+    before = {c.commit_id for c in api.list_repo_commits(repo_id, repo_type=repo_type)}
     hub_logger = logging.getLogger("huggingface_hub")
     quiet = _DropMessages("No files have been modified since last commit")  # a rerun with nothing new is normal
     hub_logger.addFilter(quiet)
@@ -362,7 +411,7 @@ def _upload_large_folder(api, root: Path, repo_id: str, files: Sequence[str], pr
             # we chose it knowingly (see the module docstring), so the banner would only confuse.
             warnings.filterwarnings("ignore", message=r"(?s).*upload_large_folder", category=FutureWarning)
             api.upload_large_folder(
-                repo_id=repo_id, folder_path=str(root), repo_type=REPO_TYPE, private=private,
+                repo_id=repo_id, folder_path=str(root), repo_type=repo_type, private=private,
                 allow_patterns=[glob.escape(f) for f in files],
                 ignore_patterns=[CARD_NAME, ".*", "**/.*", "*.tmp"],
                 print_report=False,
@@ -370,7 +419,7 @@ def _upload_large_folder(api, root: Path, repo_id: str, files: Sequence[str], pr
     finally:
         hub_logger.removeFilter(quiet)
         logging.getLogger("huggingface_hub.hf_api").removeFilter(quiet)
-    after = api.list_repo_commits(repo_id, repo_type=REPO_TYPE)
+    after = api.list_repo_commits(repo_id, repo_type=repo_type)
     result.commits += sum(1 for c in after if c.commit_id not in before)
     result.uploaded.extend(files if result.commits else [])
     if not result.commits:

@@ -1,4 +1,4 @@
-"""``moviellm push DIR --repo ORG/NAME``: publish a dataset folder on the Hugging Face Hub."""
+"""``moviellm push DIR --repo ORG/NAME``: publish a dataset folder, or a saved model folder, on the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from ..hub import DEFAULT_FILES_PER_COMMIT
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", metavar="DIR", help="The dataset folder (made by `moviellm generate` or a builder).")
-    p.add_argument("--repo", required=True, metavar="ORG/NAME", help="The dataset repository on the Hub.")
+    p.add_argument("folder", metavar="DIR",
+                   help="A dataset folder (made by `moviellm generate` or a builder), or a saved model folder "
+                        "(config.json, weights, README.md card), which becomes a model repository.")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME", help="The dataset or model repository on the Hub.")
     p.add_argument("--private", action="store_true", help="Create the repository private (an existing one keeps its visibility).")
     p.add_argument("--files-per-commit", type=positive_int, default=DEFAULT_FILES_PER_COMMIT,
                    help="Files per commit when committing in batches (huggingface_hub 2.x); a rerun after an "
@@ -28,13 +30,18 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
 
 
-@verb("push", "Publish a dataset folder on the Hugging Face Hub (resumable; the card goes last).", _arguments)
+@verb("push", "Publish a dataset or model folder on the Hugging Face Hub (resumable; the card goes last).", _arguments)
 def run_push(args: argparse.Namespace) -> int:
-    from ..hub import push_dataset
+    from ..hub import is_model_folder, push_dataset, push_model
 
-    result = push_dataset(args.folder, args.repo, private=args.private, endpoint=args.endpoint,
-                          files_per_commit=args.files_per_commit, uploader=args.uploader, progress=not args.no_progress,
-                          contact_sheet=not args.no_contact_sheet)
+    if is_model_folder(args.folder):
+        result = push_model(args.folder, args.repo, private=args.private, endpoint=args.endpoint,
+                            files_per_commit=args.files_per_commit, uploader=args.uploader,
+                            progress=not args.no_progress)
+    else:
+        result = push_dataset(args.folder, args.repo, private=args.private, endpoint=args.endpoint,
+                              files_per_commit=args.files_per_commit, uploader=args.uploader,
+                              progress=not args.no_progress, contact_sheet=not args.no_contact_sheet)
     if result.commits:
         print(f"{result.url}: uploaded {len(result.uploaded)} files in {result.commits} commits; "
               f"{len(result.unchanged)} were already there.")

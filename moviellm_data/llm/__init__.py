@@ -9,11 +9,11 @@ Importing this package does not import ``openai``; opening a :class:`ChatClient`
 """
 
 from .cache import ResponseCache
-from .client import ChatCall, ChatClient, ChatResult, ChatSettings, LLMFatalError, RequestFailed
+from .client import BudgetSpent, ChatCall, ChatClient, ChatResult, ChatSettings, LLMFatalError, RequestFailed
 from .cost import Price, Usage, price_for
 from .retry import RetryPolicy
 
 __all__ = [
-    "ChatCall", "ChatClient", "ChatResult", "ChatSettings", "LLMFatalError", "Price", "RequestFailed",
+    "BudgetSpent", "ChatCall", "ChatClient", "ChatResult", "ChatSettings", "LLMFatalError", "Price", "RequestFailed",
     "ResponseCache", "RetryPolicy", "Usage", "price_for",
 ]

@@ -60,9 +60,10 @@ class ResponseCache:
     Args:
         path: the database file (created with its folder); ``None`` keeps everything in memory for this
             run only (nothing is reused by a later run).
+        option: the command-line option that names the file, for error messages.
     """
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, option: str = "--llm-cache") -> None:
         self.path = Path(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
         try:
@@ -82,10 +83,10 @@ class ResponseCache:
             elif stored[0] != str(CACHE_FORMAT):
                 raise ConfigError(
                     f"LLM cache {self.path} was written by another moviellm version (format {stored[0]}); "
-                    "give a new --llm-cache path."
+                    f"give a new {option} path."
                 )
-        except sqlite3.DatabaseError as err:
-            raise ConfigError(f"cannot use {self.path} as the LLM cache ({err}); give another --llm-cache path.") from None
+        except (sqlite3.DatabaseError, OSError) as err:
+            raise ConfigError(f"cannot use {self.path} as the LLM cache ({err}); give another {option} path.") from None
 
     def get(self, key: str) -> CachedAnswer | None:
         if self._db is None:

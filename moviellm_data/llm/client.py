@@ -61,7 +61,24 @@ class LLMFatalError(MovieLLMError):
 
 
 class RequestFailed(Exception):
-    """One call could not get a usable answer; the message is the reason, free of secrets."""
+    """One call could not get a usable answer; the message is the reason, free of secrets.
+
+    ``kind`` says why, for callers that count failures by cause: ``refused`` (the model declined),
+    ``filtered`` (the endpoint's content filter), ``invalid`` (no valid answer after the repair rounds),
+    ``truncated`` (still cut off at the longest allowed answer), ``http`` (a status that cannot be
+    retried), ``gave_up`` (retries exhausted) or ``budget`` (``max_cost`` reached; see :class:`BudgetSpent`).
+    """
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class BudgetSpent(RequestFailed):
+    """The ``max_cost`` budget does not allow another request; a rerun with a larger budget continues."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="budget")
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,8 @@ class ChatSettings:
             resumable); ``concurrency`` and ``timeout`` then do not apply to chat requests.
         batch_flush: seconds without a new request before the collected ones are submitted as a batch.
         batch_poll: seconds between status checks of a pending batch.
+        option_prefix: the prefix of the command-line options that set model, URL and cache
+            (``llm`` for ``--llm-model``, ``judge`` for ``--judge-model``), named in error messages.
     """
 
     model: str
@@ -106,6 +125,7 @@ class ChatSettings:
     batch: bool = False
     batch_flush: float = 2.0
     batch_poll: float = 30.0
+    option_prefix: str = "llm"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -274,9 +294,9 @@ class ChatClient:
             content = choice.message.content
             refusal = getattr(choice.message, "refusal", None)
             if refusal:
-                raise RequestFailed(f"{call.label}: the model refused to answer ({self._short(refusal)})")
+                raise RequestFailed(f"{call.label}: the model refused to answer ({self._short(refusal)})", "refused")
             if choice.finish_reason == "content_filter":
-                raise RequestFailed(f"{call.label}: the endpoint's content filter stopped the answer")
+                raise RequestFailed(f"{call.label}: the endpoint's content filter stopped the answer", "filtered")
             try:
                 data = extract_json(content)
                 value = self._validate(call, data)
@@ -284,7 +304,8 @@ class ChatClient:
                 cut_off = choice.finish_reason == "length"
                 what = f"was cut off at {max_tokens} tokens" if cut_off else f"failed validation ({self._short(err)})"
                 if rounds >= self.settings.max_repairs:
-                    raise RequestFailed(f"{call.label}: the answer {what} after {rounds} repair rounds") from None
+                    raise RequestFailed(f"{call.label}: the answer {what} after {rounds} repair rounds",
+                                        "truncated" if cut_off else "invalid") from None
                 rounds += 1
                 if cut_off:
                     # More room, same question: repairing a half-written answer rarely works.
@@ -367,7 +388,7 @@ class ChatClient:
                     self._raise_if_fatal(err)
                     if not is_retryable_status(status):
                         raise RequestFailed(f"{call.label}: the endpoint answered HTTP {status} "
-                                            f"({self._server_message(err)})") from None
+                                            f"({self._server_message(err)})", "http") from None
                     problem = f"HTTP {status} ({self._server_message(err)})"
                     retry_after = parse_retry_after(err.response.headers)
                 except openai.APITimeoutError:
@@ -379,7 +400,7 @@ class ChatClient:
                     if retries >= self.settings.retry.max_retries:
                         raise LLMFatalError(
                             f"cannot reach {self.endpoint} ({self._short(err.__cause__ or err)}) after {retries + 1} "
-                            "attempts; check --llm-base-url and that the server is running."
+                            f"attempts; check --{self.settings.option_prefix}-base-url and that the server is running."
                         ) from None
                 except (ValueError, TypeError, openai.APIResponseValidationError) as err:
                     # A 200 whose body is not a chat completion (proxies, half-compatible servers).
@@ -393,7 +414,8 @@ class ChatClient:
                     self.meter.release(estimate)
                     problem = bad
             if retries >= self.settings.retry.max_retries:
-                raise RequestFailed(f"{call.label}: gave up after {retries + 1} attempts, the last one got {problem}")
+                raise RequestFailed(f"{call.label}: gave up after {retries + 1} attempts, the last one got {problem}",
+                                    "gave_up")
             delay = self.settings.retry.delay(retries, retry_after, self._rng)
             if retry_after is not None and "HTTP 429" in problem:
                 # Rate limits are per key: hold every request, not only this one.
@@ -439,9 +461,10 @@ class ChatClient:
                 self._raise_if_fatal(error)
                 problem = f"HTTP {status} ({self._server_message(error)})"
                 if not is_retryable_status(status):
-                    raise RequestFailed(f"{call.label}: the endpoint answered {problem}")
+                    raise RequestFailed(f"{call.label}: the endpoint answered {problem}", "http")
             if retries >= self.settings.retry.max_retries:
-                raise RequestFailed(f"{call.label}: gave up after {retries + 1} attempts, the last one got {problem}")
+                raise RequestFailed(f"{call.label}: gave up after {retries + 1} attempts, the last one got {problem}",
+                                    "gave_up")
             delay = self.settings.retry.delay(retries, None, self._rng)
             logger.info("%s: %s; retry %d/%d in %.2f s", call.label, problem, retries + 1,
                         self.settings.retry.max_retries, delay)
@@ -454,7 +477,7 @@ class ChatClient:
         try:
             self.meter.reserve(estimate)
         except BudgetExceeded as err:
-            raise RequestFailed(f"{call.label}: {err}") from None
+            raise BudgetSpent(f"{call.label}: {err}") from None
         self.attempts += 1
         usage.requests += 1
         self.usage.requests += 1
@@ -509,7 +532,8 @@ class ChatClient:
         if status == 404:
             raise LLMFatalError(
                 f"{self.endpoint} does not know model {self.settings.model!r} or the chat completions path "
-                f"(HTTP 404: {self._server_message(err)}); check --llm-model and --llm-base-url."
+                f"(HTTP 404: {self._server_message(err)}); "
+                f"check --{self.settings.option_prefix}-model and --{self.settings.option_prefix}-base-url."
             ) from None
 
     @staticmethod

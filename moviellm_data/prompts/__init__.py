@@ -55,8 +55,13 @@ class PromptTemplate:
         return PromptRecord(name=self.name, version=self.version, sha256=self.sha256)
 
 
-def parse_template(data: bytes, source: str, expected_name: str) -> PromptTemplate:
-    """Split a template file into metadata and body and check its name and version."""
+def parse_template(data: bytes, source: str, expected_name: str, placeholders: frozenset[str] | None = None,
+                   filled_by: str = "the writer") -> PromptTemplate:
+    """Split a template file into metadata and body and check its name, version and placeholders.
+
+    ``placeholders`` are the names the caller fills (default: the writer's, from :data:`PLACEHOLDERS`);
+    ``filled_by`` names that caller in the error about an unknown one.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -82,10 +87,11 @@ def parse_template(data: bytes, source: str, expected_name: str) -> PromptTempla
     template = string.Template(body)
     if not template.is_valid():
         raise ConfigError(f"prompt template {source} has a malformed $placeholder; write $$ for a literal dollar sign.")
-    unknown = sorted(set(template.get_identifiers()) - PLACEHOLDERS[expected_name])
+    known = PLACEHOLDERS[expected_name] if placeholders is None else placeholders
+    unknown = sorted(set(template.get_identifiers()) - known)
     if unknown:
-        allowed = ", ".join(f"${p}" for p in sorted(PLACEHOLDERS[expected_name])) or "none"
-        raise ConfigError(f"prompt template {source} uses {', '.join('$' + u for u in unknown)}, which the writer does "
+        allowed = ", ".join(f"${p}" for p in sorted(known)) or "none"
+        raise ConfigError(f"prompt template {source} uses {', '.join('$' + u for u in unknown)}, which {filled_by} does "
                           f"not fill; use only {allowed}.")
     return PromptTemplate(name=name, version=version, body=body, sha256=hashlib.sha256(data).hexdigest(), source=source)
 

@@ -8,6 +8,10 @@ by rules (:class:`Fault`) matched on the level, the theme and whether the reques
 breaks the story's consistency, a truncated answer (finish_reason "length"), a non-JSON body, a 401,
 a 400 about something other than the response format.
 
+Requests without that line (the evaluation judge's) are answered by a ``responder`` the test gives:
+a function of the request that returns a :class:`Scripted` answer (its level and theme, which faults
+match on, and the JSON or raw text to answer), or None for an unknown request (HTTP 400).
+
 It also speaks the Batch API (``POST /v1/files``, ``POST /v1/batches``, ``GET /v1/batches/{id}``,
 ``GET /v1/files/{id}/content``): a batch's lines are answered like direct requests (faults included)
 and the batch completes after ``batch_polls`` status checks.
@@ -33,7 +37,21 @@ PLACES = ["harbour", "old library", "market", "lighthouse", "train station", "ga
 CAST = [("Mara", "main", "a woman who looks like Emma Stone", "red"),
         ("Leo", "main", "a man who looks like Ryan Gosling", "blue"),
         ("Ida", "supporting", "an old woman who looks like Judi Dench", "green")]
-FAULT_KINDS = ("429", "500", "timeout", "malformed", "schema", "inconsistent", "length", "garbage", "401", "400")
+FAULT_KINDS = ("429", "500", "timeout", "malformed", "schema", "inconsistent", "length", "garbage", "401", "400",
+               "refusal")
+REFUSAL = "I'm sorry, but I can't help with evaluating this."
+
+
+@dataclass
+class Scripted:
+    """A responder's answer to one request: ``answer`` is sent as JSON (a dict) or as it is (a str).
+
+    ``level`` and ``theme`` are what :class:`Fault` rules match on (e.g. the judge's dimension and the item).
+    """
+
+    answer: dict | str
+    level: str | None = None
+    theme: str | None = None
 
 
 @dataclass
@@ -104,12 +122,13 @@ class FakeOpenAI:
         model: the model name reported in responses (default: the requested one plus a snapshot suffix).
         keep_bodies: keep every parsed request in its :class:`Record` (for tests that inspect them).
         batch_polls: status checks a batch answers "in_progress" before it is "completed".
+        responder: answers requests that carry no constraints line (see :class:`Scripted`).
     """
 
     def __init__(self, api_key: str = "sk-test-loopback-0123456789abcdef", latency: float = 0.0,
                  supports: tuple[str, ...] = ("json_schema", "json_object"), fence_text: bool = True,
                  echo_key: bool = False, model: str | None = None, faults: list[Fault] | None = None,
-                 keep_bodies: bool = False, batch_polls: int = 1) -> None:
+                 keep_bodies: bool = False, batch_polls: int = 1, responder=None) -> None:
         self.api_key = api_key
         self.latency = latency
         self.supports = supports
@@ -118,6 +137,7 @@ class FakeOpenAI:
         self.model = model
         self.keep_bodies = keep_bodies
         self.batch_polls = batch_polls
+        self.responder = responder
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}  # id -> the batch object, plus "levels" of its lines and "polls"
         self.faults: list[Fault] = list(faults or [])
@@ -195,6 +215,9 @@ class FakeOpenAI:
         constraints = _constraints(messages)
         level = constraints.get("level") if constraints else None
         theme = constraints.get("theme") if constraints else None
+        scripted = self.responder(request) if constraints is None and self.responder is not None else None
+        if scripted is not None:
+            level, theme = scripted.level, scripted.theme
         repair = any(m.get("role") == "assistant" for m in messages)
         fmt = (request.get("response_format") or {}).get("type")
         system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
@@ -223,7 +246,7 @@ class FakeOpenAI:
         if fmt is not None and fmt not in self.supports:
             return reply(400, _error(f"response_format type '{fmt}' is not supported by this server",
                                      param="response_format"))
-        if constraints is None:
+        if constraints is None and scripted is None:
             return reply(400, _error("no machine-checked constraints line in the first user message"))
         if fault is not None and fault.kind == "429":
             return reply(429, _error("Rate limit reached for requests", code="rate_limit_exceeded"),
@@ -237,13 +260,15 @@ class FakeOpenAI:
         if fault is not None and fault.kind == "garbage":
             return reply(200, b"<html>upstream proxy error</html>")
 
-        answer = ANSWERS[level](constraints)
+        answer = scripted.answer if scripted is not None else ANSWERS[level](constraints)
         finish = "stop"
-        if fault is not None and fault.kind == "schema":
+        if scripted is not None and fault is not None and fault.kind in ("schema", "inconsistent"):
+            answer = {"unexpected": "an object of another shape"}
+        elif fault is not None and fault.kind == "schema":
             _break_schema(level, answer)
-        if fault is not None and fault.kind == "inconsistent":
+        elif fault is not None and fault.kind == "inconsistent":
             _break_consistency(level, answer)
-        content = json.dumps(answer, ensure_ascii=False)
+        content = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
         if fault is not None and fault.kind == "malformed":
             content = content.replace('":', '" ', 1)
         if fault is not None and fault.kind == "length":
@@ -252,6 +277,9 @@ class FakeOpenAI:
             content = f"Here is the JSON:\n```json\n{content}\n```"
         if fault is not None and fault.kind == "timeout":
             delay = max(delay, fault.delay)
+        message = {"role": "assistant", "content": content}
+        if fault is not None and fault.kind == "refusal":
+            message = {"role": "assistant", "content": None, "refusal": REFUSAL}
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         completion_tokens = len(content) // 4 + 1
         with self._lock:
@@ -263,7 +291,7 @@ class FakeOpenAI:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model or f"{request.get('model')}-2026-01-01",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
