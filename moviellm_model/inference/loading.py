@@ -47,6 +47,28 @@ def _first_line(error: Exception) -> str:
     return lines[0][:200] if lines else type(error).__name__
 
 
+#: What a checkpoint folder holds (weights, configs, tokenizers, chat template); other files of a repository are
+#: not fetched.
+_CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+
+
+def _fetch_checkpoint(repo_id: str, revision: str | None) -> Path:
+    """The snapshot of a Hub model in the local cache (fetched when missing; `HF_ENDPOINT` and `HF_TOKEN` honoured)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_CHECKPOINT_FILES))
+    except RepositoryNotFoundError:
+        raise ConfigError(f"model {repo_id} is neither a local folder nor a model on {constants.ENDPOINT}; check the "
+                          "name (and HF_TOKEN for a private one).") from None
+    except RevisionNotFoundError:
+        raise ConfigError(f"model {repo_id} has no revision {revision!r} on {constants.ENDPOINT}.") from None
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise ConfigError(f"cannot download model {repo_id} from {constants.ENDPOINT} ({_first_line(error)}); check "
+                          "the network or the name, then run the command again.") from None
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -63,7 +85,7 @@ def load_model(
 
     Args:
         name_or_path: a folder saved by `save_pretrained` (model and processor) or a Hub model id.
-        revision: branch, tag or commit of a Hub id (recorded; the resolved commit is recorded when none is given).
+        revision: branch, tag or commit of a Hub id (the commit it resolves to is recorded).
         dtype: one of `DTYPES`.
         device: torch device (default: cuda when available, else cpu); ignored with `device_map`.
         device_map: e.g. "auto" to spread a large model over the available GPUs (needs accelerate).
@@ -86,35 +108,35 @@ def load_model(
             raise ConfigError(f"model folder {name} holds no config.json; give a folder saved by "
                               "LlamaVidForConditionalGeneration.save_pretrained.")
         name, revision = str(path), None
+    else:
+        path = _fetch_checkpoint(name, revision)
+        revision = path.name  # the snapshot folder is named by the commit the Hub served: what was read
+        name = str(path)
     device = device or default_device()
     if dtype == "auto":
         torch_dtype: Any = torch.float32 if device_map is None and torch.device(device).type == "cpu" else "auto"
     else:
         torch_dtype = getattr(torch, dtype)
-    hub = {} if local else {"revision": revision}
     try:
-        config = LlamaVidConfig.from_pretrained(name, **hub)
+        config = LlamaVidConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
-        where = "folder" if local else "Hub repository"
-        raise ConfigError(f"cannot read a LLaMA-VID config from {where} {name} ({_first_line(error)}); check --model "
-                          "and --revision.") from None
+        raise ConfigError(f"cannot read a LLaMA-VID config from {name_or_path} ({_first_line(error)}); check "
+                          "--model.") from None
     if getattr(config, "model_type", None) != LlamaVidConfig.model_type:
-        raise ConfigError(f"{name} is a {config.model_type!r} checkpoint, not LLaMA-VID; convert it with "
+        raise ConfigError(f"{name_or_path} is a {config.model_type!r} checkpoint, not LLaMA-VID; convert it with "
                           "`moviellm convert-llamavid` first.")
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, **hub}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if device_map is not None:
         kwargs["device_map"] = device_map
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = LlamaVidForConditionalGeneration.from_pretrained(name, **kwargs)
-        processor = LlamaVidProcessor.from_pretrained(name, **hub)
+        processor = LlamaVidProcessor.from_pretrained(name)
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot load the LLaMA-VID checkpoint {name} ({_first_line(error)}); it needs the model "
                           "weights, the tokenizers and the processor config saved next to config.json.") from None
     if device_map is None:
         model = model.to(device)
     model.eval().requires_grad_(False)
-    if revision is None and not local:
-        revision = getattr(model.config, "_commit_hash", None)  # the commit the Hub served
     return LoadedModel(model=model, processor=processor, name_or_path=str(name_or_path), revision=revision)
