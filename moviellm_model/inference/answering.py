@@ -45,6 +45,8 @@ __all__ = [
 #: (preallocated; with a CUDA model `generate` compiles the decoding step, and `config.cuda_graph_decoding` replays one
 #: CUDA graph per cache) or "auto" (static on CUDA, dynamic elsewhere).
 CACHE_IMPLEMENTATIONS = ("auto", "dynamic", "static")
+#: Static caches are allocated in multiples of this many tokens (a new length recompiles the decoding step).
+_STATIC_CACHE_STEP = 256
 
 
 @dataclass
@@ -319,8 +321,10 @@ def _answer_from_shared_prefix(model, processor, rows, prefix: int, tokens, sett
         width = max(len(s) for s in suffixes)
         ids = torch.tensor([kept_prefix + [pad] * (width - len(s)) + s for s in suffixes], device=device)
         mask = torch.tensor([[1] * prefix + [0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
+        # a static cache's length is rounded up, so that movies of similar length reuse one compiled decoding step
+        length = prefix + width + settings.max_new_tokens
         cache = _batch_cache(model, prefix_states, len(suffixes) * settings.num_beams, implementation,
-                             max_length=prefix + width + settings.max_new_tokens)
+                             max_length=-(-length // _STATIC_CACHE_STEP) * _STATIC_CACHE_STEP)
         sequences = _generate(model, processor, settings, streamer, input_ids=ids, attention_mask=mask,
                               **{_cache_kwarg(): cache})
         batch_answers = _decode(processor, sequences, ids.shape[1])

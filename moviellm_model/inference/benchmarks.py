@@ -28,6 +28,8 @@ import yaml
 
 from moviellm_data.errors import ConfigError
 
+from .hub import hub_snapshot
+
 __all__ = ["Benchmark", "BenchmarkQuestion", "BenchmarkVideo", "CONFIGS", "open_benchmark"]
 
 MOVIE_BENCHMARK = "movie_qa_bench"
@@ -274,27 +276,6 @@ def _open_raw(folder: Path, config: str | None, split: str | None, legacy_pickle
     return Benchmark(name=kind, source=source, videos=short_videos, total_lines=total)
 
 
-# ---------------------------------------------------------------------------------------------------- hub
-
-
-def _fetch_from_hub(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    endpoint = constants.ENDPOINT
-    try:
-        return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision))
-    except RepositoryNotFoundError:
-        raise ConfigError(f"benchmark {repo_id} is neither a local folder nor a dataset on {endpoint}; check the name "
-                          "(and HF_TOKEN for a private one).") from None
-    except RevisionNotFoundError:
-        raise ConfigError(f"dataset {repo_id} on {endpoint} has no revision {revision!r}; check --benchmark-revision.") from None
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ConfigError(f"cannot download benchmark {repo_id} from {endpoint} ({first}); check the network or the "
-                          "name, then run the same command again.") from None
-
-
 # -------------------------------------------------------------------------------------------------- entry
 
 
@@ -329,7 +310,7 @@ def open_benchmark(spec: str, config: str | None = None, split: str | None = Non
         validate_repo_id(text)
     except HFValidationError:
         raise ConfigError(f"benchmark {text} is neither an existing folder nor a valid Hub dataset id.") from None
-    folder = _fetch_from_hub(text, revision)
+    folder = hub_snapshot(text, "dataset", revision)
     opened = _open_packed(folder, text, split)
     if opened is None:
         raise ConfigError(f"dataset {text} is not a benchmark packed by moviellm (no bench-*.tar or split shards); "

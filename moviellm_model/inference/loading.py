@@ -11,6 +11,7 @@ import torch
 from moviellm_data.errors import ConfigError
 
 from .. import LlamaVidConfig, LlamaVidForConditionalGeneration, LlamaVidProcessor
+from .hub import hub_snapshot
 
 __all__ = ["DTYPES", "LoadedModel", "load_model"]
 
@@ -50,23 +51,6 @@ def _first_line(error: Exception) -> str:
 #: What a checkpoint folder holds (weights, configs, tokenizers, chat template); other files of a repository are
 #: not fetched.
 _CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
-
-
-def _fetch_checkpoint(repo_id: str, revision: str | None) -> Path:
-    """The snapshot of a Hub model in the local cache (fetched when missing; `HF_ENDPOINT` and `HF_TOKEN` honoured)."""
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_CHECKPOINT_FILES))
-    except RepositoryNotFoundError:
-        raise ConfigError(f"model {repo_id} is neither a local folder nor a model on {constants.ENDPOINT}; check the "
-                          "name (and HF_TOKEN for a private one).") from None
-    except RevisionNotFoundError:
-        raise ConfigError(f"model {repo_id} has no revision {revision!r} on {constants.ENDPOINT}.") from None
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        raise ConfigError(f"cannot download model {repo_id} from {constants.ENDPOINT} ({_first_line(error)}); check "
-                          "the network or the name, then run the command again.") from None
 
 
 def default_device() -> str:
@@ -109,7 +93,7 @@ def load_model(
                               "LlamaVidForConditionalGeneration.save_pretrained.")
         name, revision = str(path), None
     else:
-        path = _fetch_checkpoint(name, revision)
+        path = hub_snapshot(name, "model", revision, allow_patterns=_CHECKPOINT_FILES)
         revision = path.name  # the snapshot folder is named by the commit the Hub served: what was read
         name = str(path)
     device = device or default_device()

@@ -26,6 +26,7 @@ from moviellm_model.inference import load_model, open_benchmark
 from moviellm_model.input_format import movie_qformer_text, render_vicuna_v1
 from tests.hub.hub_server import FAKE_TOKEN, HubServer
 from tests.publish.publish_support import make_movies, write_video
+from tests.publish.test_builders import _raw_video_qa
 from tests.test_generate import _cli_without
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,23 +56,14 @@ def bench(movies, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def msvd(tmp_path_factory) -> Path:
-    """MSVD-QA's raw layout: test_qa.json and two clips."""
-    raw = tmp_path_factory.mktemp("answer") / "msvd"
-    (raw / "videos").mkdir(parents=True)
-    write_video(raw / "videos" / "vidA.mp4", frames=6)
-    write_video(raw / "videos" / "vidB.avi", frames=4)
-    (raw / "test_qa.json").write_text(json.dumps([
-        {"video_id": "vidA", "question": "what is a man doing?", "id": 0, "answer": "dance"},
-        {"video_id": "vidB", "question": "who is cooking?", "id": 1, "answer": "woman"},
-        {"video_id": "vidA", "question": "what is the man wearing?", "id": 2, "answer": "hat"},
-    ]))
-    return raw
+    """MSVD-QA's raw layout (test_qa.json, an .avi and an .mp4 clip), as the builders' tests make it."""
+    return _raw_video_qa(tmp_path_factory.mktemp("answer"))
 
 
 def test_answer_writes_one_line_per_question_also_after_a_kill(saved_model_dir, bench, tmp_path):
     out = tmp_path / "predictions.jsonl"
     args = [sys.executable, "-c", _MAIN, "answer", "--model", str(saved_model_dir), "--benchmark", str(bench),
-            "--out", str(out), "--max-new-tokens", "24", "--batch-size", "1", "--no-progress"]
+            "--out", str(out), "--max-new-tokens", "24", "--batch-size", "1", "--device", "cpu", "--no-progress"]
     process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -94,7 +86,7 @@ def test_answer_writes_one_line_per_question_also_after_a_kill(saved_model_dir, 
     expected = [q.id for video in entries for q in video.questions]
     assert sorted(ids) == sorted(expected) and len(ids) == 12
     # the resumed file holds exactly the answers of one uninterrupted run (greedy decoding)
-    loaded = load_model(str(saved_model_dir))
+    loaded = load_model(str(saved_model_dir), device="cpu")
     fresh = tmp_path / "fresh.jsonl"
     answer_benchmark(loaded, open_benchmark(str(bench)), fresh, GenerationSettings(max_new_tokens=24), batch_size=1,
                      progress=False)
@@ -136,11 +128,11 @@ def test_raw_and_packed_short_video_benchmarks(saved_model_dir, msvd, tmp_path):
     assert raw.written == packed.written == 3
     raw_lines, packed_lines = lines(tmp_path / "raw.jsonl"), lines(tmp_path / "packed.jsonl")
     assert [(x["id"], x["video_id"], x["answer"]) for x in raw_lines] == [("0", "vidA", "dance"), ("2", "vidA", "hat"),
-                                                                          ("1", "vidB", "woman")]
+                                                                          ("1", "vid-B", "woman")]
     assert all(x["benchmark"] == "msvd_qa" and x["generation"]["qformer_query"] == "question" for x in raw_lines)
-    # the packed .avi is an mp4 re-encoding of the same frames; the mp4 clip is byte-identical
-    assert [x["prediction"] for x in raw_lines if x["video_id"] == "vidA"] == \
-           [x["prediction"] for x in packed_lines if x["video_id"] == "vidA"]
+    # the packed .avi is an mp4 re-encoding of its frames; the mp4 clip is packed as it is: the same answers
+    assert [x["prediction"] for x in raw_lines if x["video_id"] == "vid-B"] == \
+           [x["prediction"] for x in packed_lines if x["video_id"] == "vid-B"]
     # the consistency split: one line per question pair, both answered
     vcg = tmp_path / "vcg"
     vcg.mkdir()
