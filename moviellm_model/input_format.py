@@ -22,6 +22,7 @@ __all__ = [
     "MOVIELLM_QFORMER_QUESTIONS",
     "QFORMER_QUERIES",
     "VICUNA_V1_SYSTEM",
+    "VIDEO_QA_GENERATION_KWARGS",
     "VIDEO_TOKEN",
     "VISUAL_INPUT_NAMES",
     "default_chat_template",
@@ -61,6 +62,9 @@ MOVIE_PROMPT_START = "Below is a movie. Memorize the content and answer my quest
 MOVIE_PROMPT_END = "Now the movie end."
 #: Decoding settings of `run_llamavid_movie.py` and MovieLLM's answer script (stop at `</s>`, the EOS token).
 MOVIE_GENERATION_KWARGS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "max_new_tokens": 1024}
+#: Decoding settings of LLaMA-VID's short-video answer scripts (`model_msvd_qa.py` and the others of spec 6.1): top_p is
+#: not set there, so the checkpoint's generation config decides it.
+VIDEO_QA_GENERATION_KWARGS = {"do_sample": True, "temperature": 0.2, "max_new_tokens": 1024}
 #: The fixed Q-Former prompt of MovieLLM's answer script (its `--question` default, encoded as a BERT sentence pair).
 MOVIELLM_QFORMER_QUESTIONS = (
     "Can you provide a brief overview of the movie in just a few sentences?",

@@ -997,8 +997,13 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
         return mask[:, None, None, :]
 
     def prepare_inputs_for_generation(
-        self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, **kwargs
+        self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, past_key_values=None, cache=None,
+        **kwargs,
     ):
+        # The cache is named here because `generate` accepts a caller's cache (e.g. a prefilled shared prefix) only when
+        # this signature names it; it goes on under whichever name the caller used.
+        kwargs.update({name: value for name, value in (("past_key_values", past_key_values), ("cache", cache))
+                       if value is not None})
         model_inputs = super().prepare_inputs_for_generation(
             input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
         )

@@ -19,9 +19,10 @@ What it reproduces from the original (llamavid-spec.md, sections 1.3, 1.8, 1.9, 
 from __future__ import annotations
 
 import bisect
+import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,40 +56,54 @@ __all__ = [
     "MOVIE_PROMPT_START",
     "MOVIELLM_QFORMER_QUESTIONS",
     "VICUNA_V1_SYSTEM",
+    "iter_video_frames",
     "load_video_frames",
     "render_vicuna_v1",
 ]
 
-def load_video_frames(source: Any, fps: float = 1.0) -> list[np.ndarray]:
-    """Frames of a video at `fps` frames per second, as uint8 RGB arrays [H, W, 3].
+def iter_video_frames(source: Any, fps: float = 1.0) -> Iterator[np.ndarray]:
+    """Frames of a video file at `fps` frames per second, one uint8 RGB array [H, W, 3] at a time.
 
-    `source` is a path (decoded with PyAV, every `round(avg_fps / fps)`-th frame from frame 0, like the original's
-    decord loader) or frames already given: an array [F, H, W, 3] or a list of images/arrays, used as they are.
+    `source` is a path or the file's bytes; every `round(avg_fps / fps)`-th decoded frame from frame 0 is kept, like
+    the original's decord loader. One frame at a time, so a 2-hour movie never sits in memory at full resolution.
     """
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, opened = "<video bytes>", io.BytesIO(bytes(source))
+    else:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"Video file {str(path)!r} does not exist.")
-        import av
+        name, opened = str(path), str(path)
+    import av
 
-        try:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise ValueError(f"{str(path)!r} has no video stream.")
-                stream = container.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-                avg_fps = float(rate) if rate else fps
-                step = max(1, round(avg_fps / fps))
-                frames = [
-                    frame.to_ndarray(format="rgb24")
-                    for index, frame in enumerate(container.decode(stream))
-                    if index % step == 0
-                ]
-        except av.FFmpegError as error:
-            raise ValueError(f"Could not decode video {str(path)!r}: {error}.") from None
-        if not frames:
-            raise ValueError(f"Video {str(path)!r} has no decodable frame.")
-        return frames
+    count = 0
+    try:
+        with av.open(opened) as container:
+            if not container.streams.video:
+                raise ValueError(f"{name!r} has no video stream.")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            avg_fps = float(rate) if rate else fps
+            step = max(1, round(avg_fps / fps))
+            for index, frame in enumerate(container.decode(stream)):
+                if index % step == 0:
+                    count += 1
+                    yield frame.to_ndarray(format="rgb24")
+    except av.FFmpegError as error:
+        raise ValueError(f"Could not decode video {name!r}: {error}.") from None
+    if not count:
+        raise ValueError(f"Video {name!r} has no decodable frame.")
+
+
+def load_video_frames(source: Any, fps: float = 1.0) -> list[np.ndarray]:
+    """Frames of a video at `fps` frames per second, as uint8 RGB arrays [H, W, 3].
+
+    `source` is a path or the file's bytes (decoded with PyAV by :func:`iter_video_frames`, every
+    `round(avg_fps / fps)`-th frame from frame 0, like the original's decord loader) or frames already given: an array
+    [F, H, W, 3] or a list of images/arrays, used as they are.
+    """
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return list(iter_video_frames(source, fps=fps))
     if hasattr(source, "ndim") and source.ndim == 4:
         return [np.asarray(frame) for frame in source]
     frames = list(source)
@@ -263,6 +278,16 @@ class LlamaVidProcessor(ProcessorMixin):
         """
         count = len(self._placeholder_re.findall(text))
         return self.tokenize_with_placeholders(text, [[image_token_index]] * count)
+
+    def encode_qformer_text(
+        self, questions: Sequence[str | tuple[str, str]], return_tensors: str | None = None
+    ) -> BatchFeature:
+        """`qformer_input_ids` / `qformer_attention_mask` of questions (strings or sentence pairs), padded to the longest.
+
+        What `__call__` makes from `qformer_text`: for callers that tokenise the prompt themselves (e.g. several questions
+        about one video whose visual tokens are computed once, `moviellm_model.inference`).
+        """
+        return BatchFeature(data=self._encode_qformer(list(questions)), tensor_type=return_tensors)
 
     def _encode_qformer(self, questions: Sequence[str | tuple[str, str]]) -> dict[str, list[list[int]]]:
         tokenizer = self.qformer_tokenizer

@@ -1,0 +1,220 @@
+"""Answers per second on the MovieLLM long-video protocol: the original's way vs a shared prefix, in one process.
+
+The workload (issue 11): ten 2-hour movies given as exported EVA features (7,200 frames each, [T, 257, 1408] as
+`moviellm export llamavid --model` writes them; random values), the protocol's 3 questions per movie (overview, a plot
+question, the chronological sequence), 128 new tokens per answer (EOS suppressed so that every answer is exactly that
+long), LLaMA-VID 7B with random weights in bf16, MovieLLM's fixed Q-Former text (what its published numbers used).
+
+- Reference (MovieLLM's `run_llamavid_movie_answer.py`, llamavid-spec.md 5.2): for every question, the processor builds
+  the movie prompt and the inputs, and plain `model.generate` (transformers' defaults: dynamic cache, eager) computes
+  the movie's visual tokens, prefills the whole prompt and decodes: three full prefills per movie.
+- Ours (`moviellm_model.inference.answer_questions`, what `moviellm answer` runs): the visual tokens and the shared
+  prefix (system prompt, movie, subtitles) are computed and prefilled once per movie; the prefix cache is copied to a
+  batch of 3 and the question suffixes are prefilled and decoded together. On CUDA with the model's fast paths: the
+  decoder compiled for the prefill (`compile_blocks`), a static batch cache with one CUDA graph per cache
+  (`config.cuda_graph_decoding`), cuDNN attention first (`config.sdpa_backends`).
+
+Both arms start from the same features tensor per movie (reading the file from disk is the same for both and is not
+timed); one untimed warm-up movie per arm (compilation, graph capture). Printed: answers/s of both, how many answers
+agree, and the ratio LAST.
+
+Usage:
+    python3 benchmarks/bench_answer.py                      # on one H200: 7B sizes, 10 movies x 7,200 frames
+    python3 benchmarks/bench_answer.py --tiny               # CPU smoke run in seconds
+    ... --reference-movies 3                                # time the reference on fewer movies (same shapes)
+    ... --record [--results PATH]                           # append the entry to benchmarks/RESULTS.md (or PATH)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from benchmarks.bench_model import Peak, build_config, build_model, sync  # noqa: E402
+from moviellm_model import LlamaVidImageProcessor, LlamaVidProcessor  # noqa: E402
+from moviellm_model.inference import GenerationSettings, answer_questions, encode_features  # noqa: E402
+from moviellm_model.input_format import MOVIELLM_QFORMER_QUESTIONS, movie_inputs, movie_qformer_text  # noqa: E402
+
+TARGET = 6.0  # ours / reference answers per second (issue 11)
+QUESTIONS = [MOVIELLM_QFORMER_QUESTIONS[0], "What does the main character want, and why?", MOVIELLM_QFORMER_QUESTIONS[1]]
+
+
+def build_processor(tiny: bool, num_patches: int) -> LlamaVidProcessor:
+    """A processor with a small locally trained Llama-style tokenizer and BERT vocabulary (no downloads): the ids are
+    random-weight inputs, only their count matters for the timings."""
+    from tests.model.conftest import build_bert_folder, build_llama_tokenizer, load_bert_tokenizer
+
+    root = Path(tempfile.mkdtemp(prefix="bench_answer_"))
+    size = 28 if tiny else 224
+    return LlamaVidProcessor(
+        image_processor=LlamaVidImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(build_llama_tokenizer(root / "llama")),
+        qformer_tokenizer=load_bert_tokenizer(build_bert_folder(root / "bert")),
+        num_patches=num_patches,
+        compress_type="mean",
+    )
+
+
+def subtitles(frames: int) -> str:
+    """One line per minute of movie, as Whisper transcripts of a quiet film would give."""
+    lines = [" He says hello.", " She opens the door.", " They run to the station at night."]
+    return movie_inputs(lines[(t // 60) % len(lines)] if t % 60 == 30 else "" for t in range(frames))
+
+
+def movie_features(config, frames: int, index: int, device) -> torch.Tensor:
+    """An exported movie: [T, 1 + P, C] float16, class token first (random, seeded by the movie's index)."""
+    vision = config.vision_config
+    generator = torch.Generator(device=device).manual_seed(1000 + index)
+    return torch.randn(frames, vision.num_patches + 1, vision.hidden_size, generator=generator, device=device,
+                       dtype=torch.float16)
+
+
+def reference_movie(model, processor, feats, inputs, new_tokens) -> list[str]:
+    """MovieLLM's answer script: per question, the processor's inputs and one plain `generate` (full prefill)."""
+    answers = []
+    for question in QUESTIONS:
+        encoded = processor(text=processor.build_movie_prompt(question, inputs=inputs), video_features=[feats[:, 1:]],
+                            qformer_text=[movie_qformer_text(question, "moviellm")], return_tensors="pt")
+        encoded = encoded.to(model.device)
+        encoded["video_features"] = encoded["video_features"].to(model.dtype)
+        with torch.inference_mode():
+            output = model.generate(**encoded, max_new_tokens=new_tokens, do_sample=False,
+                                    pad_token_id=processor.tokenizer.pad_token_id,
+                                    eos_token_id=processor.tokenizer.eos_token_id)
+        answers.append(processor.tokenizer.decode(output[0, encoded["input_ids"].shape[1]:],
+                                                  skip_special_tokens=True).strip())
+    return answers
+
+
+def ours_movie(model, processor, feats, inputs, new_tokens) -> list[str]:
+    video = encode_features(model, feats, inputs=inputs)
+    return answer_questions(model, processor, video, QUESTIONS, GenerationSettings(max_new_tokens=new_tokens),
+                            qformer_query="moviellm", batch_size=len(QUESTIONS), cache_implementation="auto")
+
+
+def run(args) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    config = build_config(args.tiny)
+    processor = build_processor(args.tiny, config.vision_config.num_patches)
+    # the processor's placeholder ids; the text vocabulary must hold the tokenizer's ids
+    config.image_token_index, config.video_token_index = processor.image_token_id, processor.video_token_id
+    config.text_config.vocab_size = max(config.text_config.vocab_size, len(processor.tokenizer) + 2)
+    model = build_model(config, device, dtype)
+    config = model.config
+    # every answer is exactly `new_tokens` long in both arms: random weights would stop at a random EOS
+    model.generation_config.suppress_tokens = [processor.tokenizer.eos_token_id]
+    inputs = subtitles(args.frames)
+    length = len(processor.tokenize_with_placeholders(
+        processor.build_movie_prompt(QUESTIONS[0], inputs=inputs),
+        [[processor.video_token_id] * config.tokens_per_frame] * args.frames))
+    results = {"device": device, "length": length, "notes": []}
+
+    def timed_arm(label, answer_movie, movies):
+        answer_movie(model, processor, movie_features(config, args.frames, -1, device), inputs, args.new_tokens)
+        sync(device)  # warm-up movie: cuBLAS/cuDNN set-up, compilation, graph capture
+        answers = []
+        with Peak(device) as peak:
+            for index in range(movies):
+                feats = movie_features(config, args.frames, index, device)
+                sync(device)
+                begin = time.perf_counter()
+                answers.append(answer_movie(model, processor, feats, inputs, args.new_tokens))
+                sync(device)
+                results.setdefault(f"{label} per movie", []).append(time.perf_counter() - begin)
+                del feats
+            total = sum(results[f"{label} per movie"])
+        results[label] = (movies * len(QUESTIONS) / total, total, peak.gib)
+        return answers
+
+    reference = timed_arm("reference", reference_movie, args.reference_movies)
+    if device.type == "cuda":  # the model's fast paths, measured in bench_model.py
+        config.sdpa_backends = ["cudnn", "flash", "efficient", "math"]
+        config.cuda_graph_decoding = True
+        model.compile_blocks(vision=False)
+    ours = timed_arm("ours", ours_movie, args.movies)
+    pairs = [(r, o) for movie_r, movie_o in zip(reference, ours) for r, o in zip(movie_r, movie_o)]
+    same = sum(r == o for r, o in pairs)
+    results["notes"].append(f"answers identical in both arms: {same} of {len(pairs)} (greedy, {str(dtype)[6:]}; random "
+                            "weights, so rounding differences between the two paths' kernels can change a token)")
+    return results
+
+
+def versions() -> str:
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU only, {platform.machine()}"
+    return (f"{card}; torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def render(results, args) -> str:
+    ref_rate, ref_total, ref_peak = results["reference"]
+    ours_rate, ours_total, ours_peak = results["ours"]
+    size = "tiny model, CPU" if args.tiny else "LLaMA-VID 7B with random weights, bf16"
+    lines = [
+        f"## bench_answer — {datetime.now(timezone.utc).date().isoformat()}",
+        f"- machine: {versions()}",
+        f"- command: `python3 benchmarks/bench_answer.py {' '.join(args.argv)}`",
+        f"- {size}; {args.frames:,} frames per movie ({results['length']:,} prompt tokens), {len(QUESTIONS)} questions "
+        f"per movie, {args.new_tokens} new tokens per answer; MovieLLM's fixed Q-Former text",
+        "",
+        "| arm | movies | answers | seconds | answers/s | s per movie | peak GiB |",
+        "|---|---|---|---|---|---|---|",
+        f"| reference: per question, processor + plain generate (full prefill) | {args.reference_movies} | "
+        f"{args.reference_movies * len(QUESTIONS)} | {ref_total:.2f} | {ref_rate:.3f} | "
+        f"{ref_total / args.reference_movies:.2f} | {ref_peak:.1f} |",
+        f"| ours: shared prefix prefilled once, questions decoded as one batch | {args.movies} | "
+        f"{args.movies * len(QUESTIONS)} | {ours_total:.2f} | {ours_rate:.3f} | {ours_total / args.movies:.2f} | "
+        f"{ours_peak:.1f} |",
+        "",
+    ]
+    lines += [f"- note: {note}" for note in results["notes"]]
+    ratio = ours_rate / ref_rate
+    verdict = "" if args.tiny else f" (target >= {TARGET:.0f}x: {'met' if ratio >= TARGET else 'NOT met'})"
+    lines += ["", f"ratio (ours vs reference): {ratio:.2f}x answers/s{verdict}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (seconds); a smoke test of this script")
+    parser.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is present")
+    parser.add_argument("--movies", type=int, default=10, help="movies answered by ours (default 10)")
+    parser.add_argument("--reference-movies", type=int, help="movies answered by the reference (default: --movies)")
+    parser.add_argument("--frames", type=int, help="frames per movie (default 7,200 = 2 hours at 1 fps; tiny: 64)")
+    parser.add_argument("--new-tokens", type=int, help="new tokens per answer (default 128; tiny: 8)")
+    parser.add_argument("--record", action="store_true", help="append the entry to --results")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.frames = args.frames or (64 if args.tiny else 7200)
+    args.new_tokens = args.new_tokens or (8 if args.tiny else 128)
+    args.reference_movies = args.reference_movies or args.movies
+    if args.tiny:
+        args.cpu = True
+        args.movies = min(args.movies, 3)
+        args.reference_movies = min(args.reference_movies, 3)
+    entry = render(run(args), args)
+    body, _, last = entry.rstrip("\n").rpartition("\n\n")
+    print(body + "\n")
+    if args.record:
+        with open(args.results, "a", encoding="utf-8") as handle:
+            handle.write("\n" + entry)
+        print(f"(appended to {args.results})\n")
+    print(last)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
