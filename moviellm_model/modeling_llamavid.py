@@ -387,6 +387,19 @@ class LlamaVidPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
 
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        """Checkpoint the layers that learn; frozen parts (stage 3's EVA tower and Q-Former) are left alone.
+
+        A frozen submodule records no graph, so recomputing it in the backward pass would only cost time (and, with a
+        selective `context_fn`, intercept its thousands of small Q-Former calls over a movie's frames).
+        """
+        super().gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        for module in self.modules():
+            if getattr(module, "gradient_checkpointing", False) and not any(
+                param.requires_grad for param in module.parameters()
+            ):
+                module.gradient_checkpointing = False
+
     def _init_weights(self, module):
         super()._init_weights(module)
         std = self.config.vision_config.initializer_range

@@ -23,6 +23,8 @@ Moviellm keys:
 - `loss_chunk_size`: rows of logits per chunk of the labelled-positions loss (`null`: the standard full-logits loss).
 - `checkpointing`: `full` (recompute every decoder layer) or `attention` (keep the attention kernels' outputs and
   recompute the rest: faster, more memory); used when `training.gradient_checkpointing` is on.
+- `visual_chunk_size`: movie frames per call of the frozen Q-Former and context attention (512: 4.8x faster than the
+  original's 64 for 8K frames on an H200, a few GiB more).
 - `sdpa_backends`: SDPA kernel priority on CUDA, e.g. `[cudnn, flash, efficient, math]`.
 - `sample_log`: write `samples-rank<r>.jsonl` in the output folder: the ids of the conversations each step trained on
   (an audit of the data order; a resumed run continues it from the checkpoint's step).
@@ -70,6 +72,7 @@ class TrainRecipe:
     attn_implementation: str = "sdpa"
     loss_chunk_size: int | None = 4096
     checkpointing: str = "full"
+    visual_chunk_size: int = 512
     sdpa_backends: list[str] | None = None
     dtype: str | None = None
     tiny_movies: int = 8
@@ -85,7 +88,7 @@ class TrainRecipe:
 
         if self.qformer_query not in QFORMER_QUERIES:
             raise RecipeError(f"qformer_query must be one of {', '.join(QFORMER_QUERIES)}, not {self.qformer_query!r}.")
-        for name in ("max_length", "min_frames", "window", "tiny_movies"):
+        for name in ("max_length", "min_frames", "window", "tiny_movies", "visual_chunk_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise RecipeError(f"{name} must be a positive whole number, not {value!r}.")

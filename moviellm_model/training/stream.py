@@ -264,7 +264,7 @@ class TrainingBatches(IterableDataset):
 
 
 def collate(samples: list[EncodedSample], processor, pad_token_id: int = 0) -> dict:
-    """Right-padded ids, labels (-100 on padding), attention masks and the visual inputs of one batch.
+    """Right-padded ids, labels (-100 on padding), attention masks (only when there is padding), the visual inputs.
 
     An empty list (every sample skipped) gives a one-token batch without labels: the step still runs (ranks stay in
     step with each other) and teaches nothing.
@@ -272,7 +272,6 @@ def collate(samples: list[EncodedSample], processor, pad_token_id: int = 0) -> d
     if not samples:
         bos = processor.tokenizer.bos_token_id
         return {"input_ids": torch.tensor([[bos if bos is not None else pad_token_id]]),
-                "attention_mask": torch.ones(1, 1, dtype=torch.long),
                 "labels": torch.full((1, 1), IGNORE_INDEX)}
     length = max(len(s.input_ids) for s in samples)
     input_ids = torch.full((len(samples), length), pad_token_id, dtype=torch.long)
@@ -283,7 +282,9 @@ def collate(samples: list[EncodedSample], processor, pad_token_id: int = 0) -> d
         input_ids[row, :n] = torch.tensor(sample.input_ids)
         labels[row, :n] = torch.tensor(sample.labels)
         attention_mask[row, :n] = 1
-    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    batch = {"input_ids": input_ids, "labels": labels}
+    if not bool(attention_mask.all()):  # without padding, no mask: attention stays implicitly causal (flash/cuDNN)
+        batch["attention_mask"] = attention_mask
     movies = [s for s in samples if s.visual is not None]
     kinds = {s.visual_kind for s in movies}
     if len(kinds) > 1:

@@ -127,6 +127,7 @@ def load_model(recipe: TrainRecipe, model_path: str):
         config.text_config.rope_parameters = rope
         logger.info("linear RoPE scaling, factor %s, for %d tokens", rope["factor"], recipe.max_length)
     config.loss_chunk_size = recipe.loss_chunk_size
+    config.visual_chunk_size = recipe.visual_chunk_size
     config.qformer_query = recipe.qformer_query  # inference conditions the context tokens the same way
     config.text_config.use_cache = False
     if recipe.sdpa_backends is not None:
@@ -243,10 +244,10 @@ class LlamaVidTrainer(Trainer):
             with open(self.sample_log, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"step": self.state.global_step + 1, "ids": ids}) + "\n")
         mask = inputs.get("attention_mask")
-        if mask is not None:
-            lengths = mask.sum(dim=1).tolist()
-            self._window_tokens += int(sum(lengths))
-            self._window_flops += sequence_flops(self.model.config, lengths)
+        ids = inputs["input_ids"]
+        lengths = mask.sum(dim=1).tolist() if mask is not None else [ids.shape[1]] * ids.shape[0]
+        self._window_tokens += int(sum(lengths))
+        self._window_flops += sequence_flops(self.model.config, lengths)
         if isinstance(num_items_in_batch, torch.Tensor) and int(num_items_in_batch) == 0:
             num_items_in_batch = None  # every sample of the step was skipped: the loss is a zero, not 0/0
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
