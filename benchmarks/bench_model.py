@@ -687,7 +687,8 @@ def explore(args) -> list[tuple[str, str]]:
     def eva_variants():
         config = build_config(False)
         vc = config.vision_config
-        from moviellm_model.modeling_llamavid import LlamaVidVisionModel, sdpa_priority
+        from moviellm_model.fast_paths import sdpa_priority
+        from moviellm_model.modeling_llamavid import LlamaVidVisionModel
 
         with torch.device(device):
             tower = LlamaVidVisionModel(vc).to(dtype).eval().requires_grad_(False)
