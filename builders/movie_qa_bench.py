@@ -32,13 +32,19 @@ import datasets
 import numpy as np
 from datasets.builder import Key
 
-from moviellm_data.card import CARD_NAME, human_bytes, read_recipe, render, size_category
-from moviellm_data.card import write_card as write_card_text
+from moviellm_data.card import human_bytes, hub_metadata, write_folder_card
 from moviellm_data.errors import ConfigError, ScriptValidationError
 from moviellm_data.export import movie_inputs
-from moviellm_data.shards import MANIFEST_NAME, read_manifest, read_movies
+from moviellm_data.folder import (
+    DEFAULT_SHARD_BYTES,
+    MANIFEST_NAME,
+    iter_folder,
+    pack_samples,
+    prepare_folder,
+    read_recipe,
+)
+from moviellm_data.shards import read_manifest, read_movies, safe_key
 
-from ._folder import DEFAULT_SHARD_BYTES, iter_folder, pack, prepare_folder, safe_key
 from .video_qa import video_as_mp4
 
 KIND = "movie_qa_bench"
@@ -189,10 +195,10 @@ def pack_benchmark(source: str, data_dir: str | Path, out: str | Path, media: st
     records = _records(source, Path(data_dir), media, legacy_pickle, Path(video_dir) if video_dir else None)
     if source == "movielm-format":  # check every entry and file before anything is written
         movielm_plan(Path(data_dir), media, legacy_pickle, Path(video_dir) if video_dir else None)
-    prepare_folder(out, KIND, {"source": source, "data_dir": str(Path(data_dir).resolve()), "media": media})
+    folder = prepare_folder(out, KIND, {"source": source, "data_dir": str(Path(data_dir).resolve()), "media": media})
     samples = ((key, {"json": json.dumps(entry, ensure_ascii=False).encode(), **members})
                for key, entry, members in records)
-    pack(out, samples, PREFIX, shard_bytes, _count_qa)
+    pack_samples(folder, samples, PREFIX, shard_bytes, _count_qa)
     write_card(out)
     return out
 
@@ -207,30 +213,18 @@ def write_card(root: str | Path, repo_id: str | None = None) -> Path:
     for e in entries:
         for k, v in (e.qa or {}).items():
             counts[k] = counts.get(k, 0) + v
-    info = datasets.DatasetInfo(features=bench_features(media), splits=[
-        {"name": "test", "num_bytes": sum(e.bytes for e in entries), "num_examples": len(entries)}])
-    metadata = {
-        "pretty_name": "Long-video QA benchmark (MovieLLM format)",
-        "license": "cc-by-4.0",
-        "language": ["en"],
-        "tags": ["video", "long-video", "question-answering", "benchmark", "moviellm", "webdataset"],
-        "task_categories": ["video-text-to-text", "visual-question-answering"],
-        "size_categories": [size_category(len(entries))],
-        "configs": [{"config_name": "default", "default": True,
-                     "data_files": [{"split": "test", "path": f"{PREFIX}-*.tar"}]}],
-        "dataset_info": info._to_yaml_dict(),
-    }
+    metadata = hub_metadata(
+        "Long-video QA benchmark (MovieLLM format)", bench_features(media), {"test": entries},
+        {"test": f"{PREFIX}-*.tar"}, tags=["video", "long-video", "question-answering", "benchmark", "moviellm",
+                                          "webdataset"],
+        size=len(entries), license="cc-by-4.0",
+    )
     rows = [("movies", len(entries)), ("QA pairs", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
             ("media", "mp4 video per movie" if media == "video" else "EVA features per movie (safetensors)"),
             ("size", human_bytes(sum(e.bytes for e in entries)))]
-    text = render("qa_bench_card.md", metadata,
-                  statistics="\n".join(f"| {k} | {v} |" for k, v in rows),
-                  load_path=repo_id or str(root),
-                  media_column="mp4" if media == "video" else "features.safetensors",
-                  source=json.dumps(recipe.get("source") or {}, ensure_ascii=False))
-    path = root / CARD_NAME
-    write_card_text(path, text)
-    return path
+    return write_folder_card(root, "qa_bench_card.md", metadata, rows, repo_id,
+                             media_column="mp4" if media == "video" else "features.safetensors",
+                             source=json.dumps(recipe.get("source") or {}, ensure_ascii=False))
 
 
 # ------------------------------------------------------------------------------------------- builder

@@ -33,13 +33,18 @@ import av
 import datasets
 from datasets.builder import Key
 
-from moviellm_data.card import CARD_NAME, human_bytes, read_recipe, render, size_category
-from moviellm_data.card import write_card as write_card_text
+from moviellm_data.card import human_bytes, hub_metadata, write_folder_card
 from moviellm_data.errors import ConfigError, ShardError
-from moviellm_data.shards import MANIFEST_NAME, read_manifest
+from moviellm_data.folder import (
+    DEFAULT_SHARD_BYTES,
+    MANIFEST_NAME,
+    iter_folder,
+    pack_samples,
+    prepare_folder,
+    read_recipe,
+)
+from moviellm_data.shards import read_manifest, safe_key
 from moviellm_data.video import encode_mp4
-
-from ._folder import DEFAULT_SHARD_BYTES, iter_folder, pack, prepare_folder, safe_key
 
 KIND = "video_qa"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -205,11 +210,11 @@ def pack_video_qa(benchmark: str, data_dir: str | Path, out: str | Path, video_d
               "video_dir": str(Path(video_dir).resolve()) if video_dir else None, "skip_missing": skip_missing}
     for split in BENCHMARKS[benchmark].splits:  # check the QA files and videos before anything is written
         plan(benchmark, data_dir, split, video_dir, skip_missing)
-    prepare_folder(out, KIND, source)
+    folder = prepare_folder(out, KIND, source)
     for split in BENCHMARKS[benchmark].splits:
         samples = ((key, {"json": json.dumps(entry, ensure_ascii=False).encode(), **members})
                    for key, entry, members in records(benchmark, data_dir, split, video_dir, skip_missing))
-        pack(out, samples, split, shard_bytes, _count_qa)
+        pack_samples(folder, samples, split, shard_bytes, _count_qa)
     write_card(out)
     return out
 
@@ -220,32 +225,19 @@ def write_card(root: str | Path, repo_id: str | None = None) -> Path:
     recipe = read_recipe(root)
     benchmark = BENCHMARKS[(recipe.get("source") or {}).get("benchmark", "msvd_qa")]
     entries = read_manifest(root / MANIFEST_NAME)
-    splits = []
-    for split in benchmark.splits:
-        mine = [e for e in entries if e.shard.startswith(f"{split}-")]
-        splits.append((split, mine))
-    info = datasets.DatasetInfo(features=video_qa_features(), splits=[
-        {"name": s, "num_bytes": sum(e.bytes for e in m), "num_examples": len(m)} for s, m in splits])
+    splits = {split: [e for e in entries if e.shard.startswith(f"{split}-")] for split in benchmark.splits}
     questions = sum((e.qa or {}).get("qa", 0) for e in entries)
-    metadata = {
-        "pretty_name": f"{benchmark.pretty_name} (moviellm shards)",
-        "language": ["en"],
-        "tags": ["video", "question-answering", "benchmark", "webdataset", "moviellm", benchmark.name],
-        "task_categories": ["video-text-to-text", "visual-question-answering"],
-        "size_categories": [size_category(questions)],
-        "configs": [{"config_name": "default", "default": True,
-                     "data_files": [{"split": s, "path": f"{s}-*.tar"} for s in benchmark.splits]}],
-        "dataset_info": info._to_yaml_dict(),
-    }
-    rows = [(f"{s} split", f"{len(m)} videos, {sum((e.qa or {}).get('qa', 0) for e in m)} questions") for s, m in splits]
+    metadata = hub_metadata(
+        f"{benchmark.pretty_name} (moviellm shards)", video_qa_features(), splits,
+        {split: f"{split}-*.tar" for split in benchmark.splits},
+        tags=["video", "question-answering", "benchmark", "webdataset", "moviellm", benchmark.name], size=questions,
+    )
+    rows = [(f"{s} split", f"{len(m)} videos, {sum((e.qa or {}).get('qa', 0) for e in m)} questions")
+            for s, m in splits.items()]
     rows.append(("size", human_bytes(sum(e.bytes for e in entries))))
-    text = render("video_qa_card.md", metadata, pretty_name=benchmark.pretty_name, description=benchmark.description,
-                  statistics="\n".join(f"| {k} | {v} |" for k, v in rows), load_path=repo_id or str(root),
-                  first_split=benchmark.splits[0],
-                  source=json.dumps(recipe.get("source") or {}, ensure_ascii=False))
-    path = root / CARD_NAME
-    write_card_text(path, text)
-    return path
+    return write_folder_card(root, "video_qa_card.md", metadata, rows, repo_id, pretty_name=benchmark.pretty_name,
+                             description=benchmark.description, first_split=benchmark.splits[0],
+                             source=json.dumps(recipe.get("source") or {}, ensure_ascii=False))
 
 
 # ------------------------------------------------------------------------------------------- builder

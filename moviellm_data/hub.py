@@ -34,10 +34,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .card import CARD_NAME, CardError, dataset_kind, is_unedited, load_card, refresh_card
+from .card import CardError, is_unedited, load_card
 from .errors import ConfigError, MovieLLMError
 from .fileio import atomic_write_text
-from .shards import MANIFEST_NAME
+from .folder import CARD_NAME, MANIFEST_NAME, dataset_kind
+from .kinds import refresh_card
 
 logger = logging.getLogger(__name__)
 

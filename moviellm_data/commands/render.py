@@ -33,7 +33,7 @@ class LoadedScript:
 
 def _script_files(path: Path) -> Iterator[tuple[Path, str]]:
     """(file, kind) pairs under a SCRIPTS argument: kind is tar, json or jsonl."""
-    from ..shards import MANIFEST_NAME  # shards pulls in PyAV: only once the verb runs
+    from ..folder import MANIFEST_NAME  # the folder module pulls in PyAV: only once the verb runs
 
     if path.is_dir():
         tars = sorted(path.glob("*.tar"))

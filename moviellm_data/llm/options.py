@@ -207,7 +207,7 @@ def chat_cache_path(args: argparse.Namespace, role: ChatRole, out: str | Path) -
         return None
     if value:
         return Path(value)
-    from ..pipeline import WORK_DIR  # the output folder's hidden work folder
+    from ..folder import WORK_DIR  # the output folder's hidden work folder
 
     return Path(out) / WORK_DIR / role.cache_name
 
