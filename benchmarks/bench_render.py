@@ -38,7 +38,7 @@ from moviellm_data import __version__  # noqa: E402
 from moviellm_data.renderers.diffusion import DiffusionRenderer  # noqa: E402
 from moviellm_data.renderers.from_configs import TINY_SDXL, build_sdxl_pipelines  # noqa: E402
 from moviellm_data.renderers.presets import DEFAULT_NEGATIVE_PROMPT, StyleTraining  # noqa: E402
-from moviellm_data.renderers.prompts import frame_prompt, frame_seed  # noqa: E402
+from moviellm_data.renderers.frame_prompts import frame_prompt, frame_seed  # noqa: E402
 from moviellm_data.renderers.reference import reference_keyframe  # noqa: E402
 from moviellm_data.renderers.style import train_style_embedding  # noqa: E402
 from moviellm_data.writers import MovieRequest, ProceduralWriter  # noqa: E402

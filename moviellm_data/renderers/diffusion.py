@@ -32,7 +32,7 @@ from ..script import MovieScript, RendererProvenance, Style
 from .base import Renderer
 from .noise import starting_latents
 from .presets import DEFAULT_MODEL, DEFAULT_REFINER, RenderPreset, StyleTraining, get_preset
-from .prompts import FRAME_SEED_SCHEMES, frame_prompt, frame_seed, portrait_prompt, stable_seed, style_image_prompts
+from .frame_prompts import FRAME_SEED_SCHEMES, frame_prompt, frame_seed, portrait_prompt, stable_seed, style_image_prompts
 from .style import (
     StyleCache,
     check_style_capable,

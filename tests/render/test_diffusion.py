@@ -13,7 +13,7 @@ import yaml
 from moviellm_data.errors import ConfigError
 from moviellm_data.pipeline import GenerateOptions, generate
 from moviellm_data.renderers.diffusion import DiffusionRenderer
-from moviellm_data.renderers.prompts import frame_prompt, frame_seed
+from moviellm_data.renderers.frame_prompts import frame_prompt, frame_seed
 from moviellm_data.renderers.reference import reference_keyframe
 from moviellm_data.shards import iter_tar_samples, read_movies
 from moviellm_data.writers.procedural import ProceduralWriter

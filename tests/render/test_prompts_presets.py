@@ -9,7 +9,7 @@ import pytest
 from moviellm_data.errors import ConfigError
 from moviellm_data.renderers.diffusion import DiffusionRenderer
 from moviellm_data.renderers.presets import PRESETS, REFERENCE_STYLE_SCHEDULE, StyleTraining, get_preset
-from moviellm_data.renderers.prompts import frame_prompt, frame_seed, replace_names, style_image_prompts
+from moviellm_data.renderers.frame_prompts import frame_prompt, frame_seed, replace_names, style_image_prompts
 from moviellm_data.script import Character, Style
 
 

@@ -40,7 +40,7 @@ from ..errors import MovieLLMError, ScriptValidationError
 from ..llm.cache import ResponseCache
 from ..llm.client import ChatCall, ChatClient, ChatSettings, LLMFatalError, RequestFailed
 from ..llm.cost import Usage
-from ..llm.story import (
+from .story_answers import (
     GENRES,
     PLOT_QUESTIONS,
     MovieQAAnswer,
