@@ -23,8 +23,6 @@ from string import Template
 
 import yaml
 
-from cards import template
-
 from .errors import MovieLLMError
 from .features import movie_features
 from .fileio import atomic_write_text
@@ -33,6 +31,8 @@ from .shards import ManifestEntry
 
 logger = logging.getLogger(__name__)
 
+#: The card templates (Markdown with a ``$front_matter`` placeholder for the YAML metadata).
+TEMPLATES_DIR = Path(__file__).parent / "templates" / "cards"
 SHARD_PATTERN = "movies-*.tar"
 TASK_CATEGORIES = ("video-text-to-text", "visual-question-answering")
 _SEAL = re.compile(r"\n<!-- moviellm card ([0-9a-f]{16}) -->\n\Z")
@@ -86,8 +86,13 @@ def write_card(path: str | Path, text: str) -> bool:
     return True
 
 
+def template(name: str) -> str:
+    """The text of a card template shipped with the package, e.g. ``template("dataset_card.md")``."""
+    return (TEMPLATES_DIR / name).read_text(encoding="utf-8")
+
+
 def render(template_name: str, metadata: dict, **fields) -> str:
-    """Fill a card template from ``cards/``: ``metadata`` becomes the YAML front matter."""
+    """Fill a card template (:data:`TEMPLATES_DIR`): ``metadata`` becomes the YAML front matter."""
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip()
     return Template(template(template_name)).substitute(front_matter=front, **fields)
 
@@ -346,7 +351,7 @@ def _resolution(recipe: dict) -> str | None:
 
 def dataset_card_text(entries: list[ManifestEntry], recipe: dict, repo_or_path: str, pretty_name: str | None = None,
                       contact_sheet: str | None = None, root: Path | None = None) -> str:
-    """The card of a movie dataset from the template ``cards/dataset_card.md`` (unsealed)."""
+    """The card of a movie dataset from the template ``dataset_card.md`` (unsealed)."""
     pretty_name = pretty_name or "Synthetic movies (moviellm)"
     stats = MovieStatistics.of(entries)
     sheet = (f"\n![Contact sheet: frames spread over the first movies]({contact_sheet})\n" if contact_sheet else "")
@@ -435,7 +440,7 @@ def model_card_text(model_name: str, *, repo_id: str | None = None, base_model: 
                     datasets: Sequence[str] = (), results: Sequence[EvalRow] = (), license: str = "apache-2.0",
                     description: str = "", model_facts: Sequence[tuple[str, object]] = (), training: str = "",
                     usage: str | None = None, tags: Sequence[str] = (), limitations: str = "") -> str:
-    """A model card (unsealed) from ``cards/model_card.md`` with a ``model-index`` of ``results``."""
+    """A model card (unsealed) from ``model_card.md`` with a ``model-index`` of ``results``."""
     from huggingface_hub import ModelCardData
 
     data = ModelCardData(
@@ -531,6 +536,6 @@ def merge_model_results(folder: str | Path, results: Sequence[EvalRow], model_na
 __all__ = [
     "CardError", "EvalRow", "MovieStatistics", "card_features", "check_model_card_folder", "dataset_card_text",
     "evaluation_table", "front_matter", "hub_metadata", "is_unedited", "load_card", "merge_model_results",
-    "model_card_text", "render", "seal", "size_category", "write_card", "write_dataset_card", "write_folder_card",
-    "write_model_card",
+    "model_card_text", "render", "seal", "size_category", "template", "write_card", "write_dataset_card",
+    "write_folder_card", "write_model_card",
 ]

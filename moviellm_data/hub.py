@@ -224,7 +224,7 @@ def push_dataset(folder: str | Path, repo_id: str, private: bool = False, endpoi
     """Publish a dataset folder as the Hub dataset ``repo_id``; safe to rerun after an interruption.
 
     Args:
-        folder: a dataset folder (``moviellm generate`` or one of the builders in ``builders/``).
+        folder: a dataset folder (``moviellm generate`` or one of the builders in ``moviellm_data.builders``).
         repo_id: ``ORG/NAME``.
         private: create the repository private (an existing repository keeps its visibility).
         endpoint: the Hub to talk to; default ``HF_ENDPOINT`` or huggingface.co.

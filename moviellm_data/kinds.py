@@ -70,13 +70,13 @@ def _movies_card(root: Path, repo_id: str | None, contact_sheet: bool) -> Path:
 
 
 def _movie_qa_bench_card(root: Path, repo_id: str | None, contact_sheet: bool) -> Path:
-    from builders.movie_qa_bench import write_card
+    from .builders.movie_qa_bench import write_card
 
     return write_card(root, repo_id=repo_id)
 
 
 def _video_qa_card(root: Path, repo_id: str | None, contact_sheet: bool) -> Path:
-    from builders.video_qa import write_card
+    from .builders.video_qa import write_card
 
     return write_card(root, repo_id=repo_id)
 

@@ -1,5 +1,7 @@
 """The generate job: requests -> writer -> renderer -> mp4 -> staged movie -> shards -> manifest -> card.
 
+:func:`generate` makes new movies; :func:`render` draws scripts written earlier through the same machinery.
+
 Resumable and idempotent. A movie is first *staged* under ``DIR/.moviellm/staging-r<rank>/`` (its mp4,
 then its JSON last, each written to a temporary name and renamed), then packed into a shard that is
 renamed into place when complete, then listed in the manifest, then unstaged. A run killed at any
@@ -17,7 +19,7 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from .shards import ManifestEntry, manifest_entries_for
 from .video import encode_mp4
 from .writers.base import MovieRequest, WriteFailure, Writer, derive_seed, make_movie_id
 from .writers.grammar import DEFAULT_THEMES
+from .writers.prewritten import LoadedScript, PrewrittenWriter, read_scripts
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +217,36 @@ def generate(
     result.total_in_dataset = len(entries)
     result.complete = len(entries) >= options.movies
     return result
+
+
+def render(
+    sources: Iterable[str | Path],
+    out: str | Path,
+    renderer: Renderer,
+    shard_bytes: int | None = None,
+    crf: int = 18,
+    progress: bool = True,
+    command: str | None = None,
+    scripts: list[LoadedScript] | None = None,
+) -> GenerateResult:
+    """Render scripts written earlier (``moviellm render``): those in ``sources``, with ``renderer``, into ``out``.
+
+    ``sources`` are what :func:`~moviellm_data.writers.prewritten.read_scripts` reads (script files, folders of
+    them, dataset folders, shards); ``scripts`` (its result) saves reading them again. The scripts keep their ids
+    and go through the same staging, sharding, manifest and card machinery as :func:`generate`. Running it
+    again after an interruption continues; running it into a folder made from other scripts or settings is
+    refused.
+    """
+    sources = [Path(s) for s in sources]
+    out = Path(out)
+    for source in sources:
+        if source.exists() and out.exists() and out.resolve() == source.resolve():
+            raise ConfigError(f"--out {out} is one of the SCRIPTS sources; render into a new folder.")
+    writer = PrewrittenWriter(item.script for item in (scripts if scripts is not None else read_scripts(sources)))
+    requests = writer.requests()
+    options = GenerateOptions(out=out, movies=len(requests), seed=0, themes=None,
+                              shard_bytes=shard_bytes or DEFAULT_SHARD_BYTES, crf=crf, command=command)
+    return generate(options, writer, renderer, progress=progress, requests=requests)
 
 
 def finalize(folder: DatasetFolder) -> list[ManifestEntry]:

@@ -202,3 +202,20 @@ def test_functions_fit_in_one_head(package):
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
     assert not long, f"functions longer than {MAX_FUNCTION_LINES} lines (split them along their seams): {long}"
+
+
+def test_shared_options_are_defined_once():
+    """`--shard-size` and `--crf` come from moviellm_data.options, and the shard size default is the folder's."""
+    from moviellm_data.argtypes import byte_size
+    from moviellm_data.folder import DEFAULT_SHARD_BYTES
+    from moviellm_data.options import DEFAULT_SHARD_SIZE
+
+    defined = []
+    for module, path in _modules("moviellm_data").items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("add_argument") and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and first.value in ("--shard-size", "--crf"):
+                    defined.append((module, first.value))
+    assert sorted(defined) == [("moviellm_data.options", "--crf"), ("moviellm_data.options", "--shard-size")]
+    assert byte_size(DEFAULT_SHARD_SIZE) == DEFAULT_SHARD_BYTES

@@ -55,20 +55,8 @@ from .story_answers import (
     shots_problems,
 )
 from ..prompts import PromptTemplate, load_prompts
-from ..script import (
-    QA,
-    Act,
-    Character,
-    DialogueLine,
-    FrameSpan,
-    MovieScript,
-    Provenance,
-    Scene,
-    Shot,
-    Style,
-    WriterProvenance,
-    describe_validation_error,
-)
+from ..script import (QA, Act, Character, DialogueLine, FrameSpan, MovieScript, Provenance, Scene, Shot, Style,
+                      WriterProvenance, describe_validation_error)
 from ..sizes import StorySize, parse_size
 from .base import MovieRequest, WriteFailure, Writer
 
