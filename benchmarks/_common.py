@@ -3,13 +3,44 @@
 from __future__ import annotations
 
 import gc
+import platform
 import statistics
 import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+# Dense bf16 tensor-core peaks (no sparsity), for the "% of FLOP floor" and MFU columns.
+PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def peak_tflops(name: str) -> float | None:
+    """The dense bf16 peak of the card called `name` (as `torch.cuda.get_device_name` says), None if unknown."""
+    for key, value in PEAK_TFLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def machine_card(device: torch.device) -> str:
+    """The card a result was measured on: the GPU's name, or the CPU's architecture."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
+
+
+def entry_header(script: str, card: str, argv: Sequence[str], title: str | None = None) -> list[str]:
+    """The first lines of a RESULTS.md entry: title and date, machine and versions, the command that made it."""
+    import transformers
+
+    command = f"python3 benchmarks/{script}.py " + " ".join(argv)
+    return [
+        f"## {title or script} — {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
+        f"- machine: {card}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"Python {platform.python_version()}",
+        f"- command: `{command.strip()}`",
+    ]
 
 
 def sync(device: torch.device) -> None:

@@ -34,10 +34,8 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,59 +43,27 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import transformers  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
     Peak,
     cuda_time,
+    entry_header,
     failure,
     first_working,
     gpu_seconds,
+    machine_card,
+    peak_tflops,
     profile_to,
     rel_err,
     timed,
 )
 from benchmarks._eva import RefEVA, eva_flops_per_frame  # noqa: E402
-from moviellm_model import LlamaVidConfig, LlamaVidForConditionalGeneration  # noqa: E402
+from benchmarks._llamavid import build_config, build_model  # noqa: E402
+from moviellm_model import LlamaVidForConditionalGeneration  # noqa: E402
 from moviellm_model.fast_paths import SDPA_BACKENDS, sdpa_priority  # noqa: E402
 
-# Dense bf16 tensor-core peaks (no sparsity), for the "% of FLOP floor" column.
-PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 TARGETS = {"eva": 1200.0, "prefill": 0.45, "decode": 100.0}  # frames/s, seconds, tokens/s (issue)
 ISSUE_REFERENCE = {"eva": 927.0, "prefill": 0.51, "decode": 11.5}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The model at the benchmark's sizes
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def peak_tflops(name: str) -> float | None:
-    for key, value in PEAK_TFLOPS.items():
-        if key in name:
-            return value
-    return None
-
-
-def build_config(tiny: bool) -> LlamaVidConfig:
-    if not tiny:
-        return LlamaVidConfig()  # LLaMA-VID 7B, 224 px, "mean": 2 tokens per frame
-    return LlamaVidConfig(
-        vision_config=dict(image_size=28, patch_size=14, hidden_size=176, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=96),
-        qformer_config=dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=48, encoder_hidden_size=176, max_position_embeddings=64),
-        text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, max_position_embeddings=4096,
-                         rope_parameters={"rope_type": "linear", "factor": 16.0, "rope_theta": 10000.0}),
-        num_query_tokens=4, image_token_index=256, video_token_index=257,
-    )
-
-
-def build_model(config, device, dtype):
-    with torch.device(device):
-        model = LlamaVidForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=dtype)
-    return model.eval().requires_grad_(False)
 
 
 def float32_logits(model, embeds: torch.Tensor, tokens: torch.Tensor, keep: int) -> torch.Tensor:
@@ -686,13 +652,7 @@ def explore(args) -> list[tuple[str, str]]:
 
 def render(results, args) -> str:
     device = results["device"]
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
-    command = "python3 benchmarks/bench_model.py " + " ".join(args.argv)
-    lines = [
-        f"## bench_model — {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
-        f"- machine: {card}; torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"Python {platform.python_version()}",
-        f"- command: `{command.strip()}`",
+    lines = entry_header("bench_model", machine_card(device), args.argv) + [
         f"- LLaMA-VID {'tiny' if args.tiny else '7B'} with random weights, "
         f"{'bf16' if device.type == 'cuda' else 'fp32'}; {args.frames:,} movie frames "
         f"({2 * args.frames:,} visual tokens), EVA batch {args.eva_batch}, {args.decode_tokens} decoded tokens",
@@ -712,11 +672,7 @@ def render(results, args) -> str:
 
 
 def render_explore(table, args) -> str:
-    command = "python3 benchmarks/bench_model.py " + " ".join(args.argv)
-    lines = [
-        f"## bench_model --explore — {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
-        f"- machine: {torch.cuda.get_device_name()}; torch {torch.__version__}, transformers {transformers.__version__}",
-        f"- command: `{command.strip()}`",
+    lines = entry_header("bench_model", torch.cuda.get_device_name(), args.argv, title="bench_model --explore") + [
         "- kernel probes at the 7B sizes (bf16, random data) behind the choices of 'ours'",
         "",
         "| probe | result |",
