@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parent.parent
 # the units import each other without circles.
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "fileio", "argtypes", "sizes", "script", "video", "features"},  # foundations
-    {"shards", "llm", "prompts"},  # the shard format, the chat client, the writer's prompt templates
-    {"folder", "writers", "renderers"},  # the dataset folder; who writes scripts and who draws frames
+    {"shards"},  # the WebDataset shard format and its manifest entries
+    {"folder"},  # the dataset folder: file names, recipe, locks, resumable packing, manifest
+    {"llm", "prompts"},  # the chat client (its cache lives in a folder's work files), chat prompt templates
+    {"writers", "renderers"},  # who writes scripts and who draws frames
     {"card", "preview"},  # what a folder shows: its card, its contact sheet and HTML pages
     {"export", "pipeline"},  # training formats; the generate job
     {"backends"},  # writer and renderer backends the command line chooses between
@@ -205,7 +207,7 @@ def test_functions_fit_in_one_head(package):
 
 
 def test_shared_options_are_defined_once():
-    """`--shard-size` and `--crf` come from moviellm_data.options, and the shard size default is the folder's."""
+    """`--shard-size`, `--crf` and `--no-progress` come from moviellm_data.options; the shard size default is the folder's."""
     from moviellm_data.argtypes import byte_size
     from moviellm_data.folder import DEFAULT_SHARD_BYTES
     from moviellm_data.options import DEFAULT_SHARD_SIZE
@@ -215,7 +217,8 @@ def test_shared_options_are_defined_once():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("add_argument") and node.args:
                 first = node.args[0]
-                if isinstance(first, ast.Constant) and first.value in ("--shard-size", "--crf"):
+                if isinstance(first, ast.Constant) and first.value in ("--shard-size", "--crf", "--no-progress"):
                     defined.append((module, first.value))
-    assert sorted(defined) == [("moviellm_data.options", "--crf"), ("moviellm_data.options", "--shard-size")]
+    assert sorted(defined) == [("moviellm_data.options", "--crf"), ("moviellm_data.options", "--no-progress"),
+                               ("moviellm_data.options", "--shard-size")]
     assert byte_size(DEFAULT_SHARD_SIZE) == DEFAULT_SHARD_BYTES
