@@ -168,3 +168,25 @@ def first_working(notes: list, variants: list):
         if index:
             notes.append(f"ours ran as: {label}")
         return value
+
+
+def parse_with_record_options(parser, argv=None):
+    """Parse `argv` with `--record` / `--results` added; `args.argv` keeps the words for the entry's command line."""
+    import sys
+
+    parser.add_argument("--record", action="store_true", help="append the entry to --results")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def report(entry: str, record: bool, results: Path) -> None:
+    """Print a RESULTS.md entry with its last paragraph (the ratios) last; append it to `results` with `record`."""
+    body, _, last = entry.rstrip("\n").rpartition("\n\n")
+    print(body + "\n")
+    if record:
+        with open(results, "a", encoding="utf-8") as handle:
+            handle.write("\n" + entry)
+        print(f"(appended to {results})\n")
+    print(last)

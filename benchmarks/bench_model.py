@@ -52,9 +52,11 @@ from benchmarks._common import (  # noqa: E402
     first_working,
     gpu_seconds,
     machine_card,
+    parse_with_record_options,
     peak_tflops,
     profile_to,
     rel_err,
+    report,
     timed,
 )
 from benchmarks._eva import RefEVA, eva_flops_per_frame  # noqa: E402
@@ -732,10 +734,7 @@ def main(argv=None) -> int:
     parser.add_argument("--time-budget", type=float,
                         help="seconds after which optional candidates (beyond the first of a figure) are skipped")
     parser.add_argument("--profile", type=Path, help="write the top GPU kernels of ours (EVA, prefill, decode) here")
-    parser.add_argument("--record", action="store_true", help="append the entry to --results")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_with_record_options(parser, argv)
     args.frames = args.frames or (32 if args.tiny else 7200)
     args.eva_batch = args.eva_batch or (8 if args.tiny else 256)
     args.decode_tokens = args.decode_tokens or (8 if args.tiny else 128)
@@ -754,13 +753,7 @@ def main(argv=None) -> int:
         return 0
     results = run(args)
     entry = render(results, args)
-    body, _, last = entry.rstrip("\n").rpartition("\n\n")
-    print(body + "\n")
-    if args.record:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + entry)
-        print(f"(appended to {args.results})\n")
-    print(last)
+    report(entry, args.record, args.results)
     return 0
 
 

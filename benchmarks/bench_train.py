@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks._common import Peak, entry_header, machine_card, peak_tflops, sync  # noqa: E402
+from benchmarks._common import parse_with_record_options  # noqa: E402
 from benchmarks._llamavid import build_config, build_model  # noqa: E402
 from moviellm_model.training.checkpointing import keep_attention_context  # noqa: E402
 from moviellm_model.training.trainer import apply_freeze, sequence_flops  # noqa: E402
@@ -169,10 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per arm and length")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=["reference", "ours"],
                         help="what to measure (reference and ours are needed for the ratio)")
-    parser.add_argument("--record", action="store_true", help="append the entry to benchmarks/RESULTS.md")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_with_record_options(parser, argv)
     if args.lengths is None:
         args.lengths = [512, 1024] if args.tiny else [16384, 65536]
     results = run(args)
