@@ -32,7 +32,6 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +40,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from benchmarks.bench_model import Peak, build_config, build_model, sync  # noqa: E402
+from benchmarks._common import Peak, entry_header, parse_with_record_options, report, sync  # noqa: E402
+from benchmarks._llamavid import build_config, build_model  # noqa: E402
 from moviellm_model import LlamaVidImageProcessor, LlamaVidProcessor  # noqa: E402
 from moviellm_model.inference import GenerationSettings, answer_questions, encode_features  # noqa: E402
 from moviellm_model.input_format import MOVIELLM_QFORMER_QUESTIONS, movie_inputs, movie_qformer_text  # noqa: E402
@@ -152,20 +152,12 @@ def run(args) -> dict:
     return results
 
 
-def versions() -> str:
-    card = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU only, {platform.machine()}"
-    return (f"{card}; torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"Python {platform.python_version()}")
-
-
 def render(results, args) -> str:
     ref_rate, ref_total, ref_peak = results["reference"]
     ours_rate, ours_total, ours_peak = results["ours"]
     size = "tiny model, CPU" if args.tiny else "LLaMA-VID 7B with random weights, bf16"
-    lines = [
-        f"## bench_answer — {datetime.now(timezone.utc).date().isoformat()}",
-        f"- machine: {versions()}",
-        f"- command: `python3 benchmarks/bench_answer.py {' '.join(args.argv)}`",
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU only, {platform.machine()}"
+    lines = entry_header("bench_answer", card, args.argv) + [
         f"- {size}; {args.frames:,} frames per movie ({results['length']:,} prompt tokens), {len(QUESTIONS)} questions "
         f"per movie, {args.new_tokens} new tokens per answer; MovieLLM's fixed Q-Former text",
         "",
@@ -194,10 +186,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-movies", type=int, help="movies answered by the reference (default: --movies)")
     parser.add_argument("--frames", type=int, help="frames per movie (default 7,200 = 2 hours at 1 fps; tiny: 64)")
     parser.add_argument("--new-tokens", type=int, help="new tokens per answer (default 128; tiny: 8)")
-    parser.add_argument("--record", action="store_true", help="append the entry to --results")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_with_record_options(parser, argv)
     args.frames = args.frames or (64 if args.tiny else 7200)
     args.new_tokens = args.new_tokens or (8 if args.tiny else 128)
     args.reference_movies = args.reference_movies or args.movies
@@ -206,13 +195,7 @@ def main(argv=None) -> int:
         args.movies = min(args.movies, 3)
         args.reference_movies = min(args.reference_movies, 3)
     entry = render(run(args), args)
-    body, _, last = entry.rstrip("\n").rpartition("\n\n")
-    print(body + "\n")
-    if args.record:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + entry)
-        print(f"(appended to {args.results})\n")
-    print(last)
+    report(entry, args.record, args.results)
     return 0
 
 

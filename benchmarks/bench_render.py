@@ -38,8 +38,9 @@ from moviellm_data import __version__  # noqa: E402
 from moviellm_data.renderers.diffusion import DiffusionRenderer  # noqa: E402
 from moviellm_data.renderers.from_configs import TINY_SDXL, build_sdxl_pipelines  # noqa: E402
 from moviellm_data.renderers.presets import DEFAULT_NEGATIVE_PROMPT, StyleTraining  # noqa: E402
-from moviellm_data.renderers.prompts import frame_prompt, frame_seed  # noqa: E402
+from moviellm_data.renderers.frame_prompts import frame_prompt, frame_seed  # noqa: E402
 from moviellm_data.renderers.reference import reference_keyframe  # noqa: E402
+from moviellm_data.renderers.settings import RenderSettings  # noqa: E402
 from moviellm_data.renderers.style import train_style_embedding  # noqa: E402
 from moviellm_data.writers import MovieRequest, ProceduralWriter  # noqa: E402
 
@@ -96,7 +97,7 @@ def run_reference(base, refiner, prompts, args) -> dict:
 
 def run_ours(renderer: DiffusionRenderer, prompts, args) -> dict:
     """Our renderer over the same pipelines: a first (compiling) batch, then timed batches."""
-    batch = renderer.batch_size
+    batch = renderer.settings.batch_size
     seeds = [frame_seed("", i, scheme="dreamframe") for i in range(len(prompts))]
     started = time.perf_counter()
     renderer.load()
@@ -126,8 +127,8 @@ def run_style(renderer: DiffusionRenderer, args) -> dict:
     sync(args.device)
     started = time.perf_counter()
     images = []
-    for start in range(0, len(prompts), renderer.batch_size):
-        chunk = prompts[start:start + renderer.batch_size]
+    for start in range(0, len(prompts), renderer.settings.batch_size):
+        chunk = prompts[start:start + renderer.settings.batch_size]
         images += renderer.render_prompts(chunk, list(range(start, start + len(chunk))), refine=False)
     sync(args.device)
     images_s = time.perf_counter() - started
@@ -204,15 +205,16 @@ def main() -> None:
     if args.part in ("all", "render"):
         results["reference"] = run_reference(base, refiner, prompts, args)
         print(f"reference: {results['reference']['s_per_frame']:.3f} s/keyframe", flush=True)
-    renderer = DiffusionRenderer(
-        "sdxl-base-1.0 (random weights)", refiner="sdxl-refiner-1.0 (random weights)", pipeline=base,
-        refiner_pipeline=refiner, preset="fast", width=args.size, height=args.size, steps=args.steps,
-        batch_size=args.batch_size, dtype="float32" if tiny else "float16",
+    settings = RenderSettings(
+        "sdxl-base-1.0 (random weights)", refiner="sdxl-refiner-1.0 (random weights)", preset="fast",
+        width=args.size, height=args.size, steps=args.steps, batch_size=args.batch_size,
+        dtype="float32" if tiny else "float16",
         # The style part alone renders one batch of style images: compiling for it would cost more than it saves.
         compile=args.compile and args.part != "style",
         compile_mode=args.compile_mode, compile_vae=args.compile_vae, attention=args.attention,
         device=args.device, style="none", negative_prompt=DEFAULT_NEGATIVE_PROMPT,
     )
+    renderer = DiffusionRenderer(settings, pipeline=base, refiner_pipeline=refiner)
     if args.part in ("all", "render"):
         results["ours"] = run_ours(renderer, prompts, args)
         print(f"ours: {results['ours']['s_per_frame']:.3f} s/keyframe (first batch incl. compile "

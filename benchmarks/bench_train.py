@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
 
-from benchmarks.bench_model import Peak, build_config, build_model, peak_tflops, sync  # noqa: E402
+from benchmarks._common import Peak, entry_header, machine_card, peak_tflops, sync  # noqa: E402
+from benchmarks._common import parse_with_record_options  # noqa: E402
+from benchmarks._llamavid import build_config, build_model  # noqa: E402
 from moviellm_model.training.checkpointing import keep_attention_context  # noqa: E402
 from moviellm_model.training.trainer import apply_freeze, sequence_flops  # noqa: E402
 
@@ -119,7 +118,7 @@ def run(args) -> dict:
     model = build_model(config, device, dtype)
     model.train()
     apply_freeze(model, "stage3")
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
+    card = machine_card(device)
     peak = (peak_tflops(card) or 989.0) * 1e12
     rows = []
     for length in args.lengths:
@@ -142,12 +141,7 @@ def run(args) -> dict:
 
 
 def render(results, args) -> str:
-    command = "python3 benchmarks/bench_train.py " + " ".join(args.argv)
-    lines = [
-        f"## bench_train — {datetime.now(timezone.utc).strftime('%Y-%m-%d')}",
-        f"- machine: {results['card']}; torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"Python {platform.python_version()}",
-        f"- command: `{command.strip()}`",
+    lines = entry_header("bench_train", results["card"], args.argv) + [
         f"- LLaMA-VID {'tiny' if args.tiny else '7B'} with random weights, {'bf16' if results['device'].type == 'cuda' else 'fp32'}, "
         "freeze stage3, batch 1, L/8 frames as EVA features, 256 answer tokens labelled; forward + backward, "
         f"median of {args.steps} steps after one warm-up; MFU against 989 TFLOP/s",
@@ -181,10 +175,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per arm and length")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=["reference", "ours"],
                         help="what to measure (reference and ours are needed for the ratio)")
-    parser.add_argument("--record", action="store_true", help="append the entry to benchmarks/RESULTS.md")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_with_record_options(parser, argv)
     if args.lengths is None:
         args.lengths = [512, 1024] if args.tiny else [16384, 65536]
     results = run(args)

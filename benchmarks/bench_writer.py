@@ -31,7 +31,7 @@ from moviellm_data.llm.cost import price_for  # noqa: E402
 from moviellm_data.llm.retry import RetryPolicy  # noqa: E402
 from moviellm_data.pipeline import plan_requests  # noqa: E402
 from moviellm_data.script import MovieScript  # noqa: E402
-from moviellm_data.writers.llm import LLMWriter  # noqa: E402
+from moviellm_data.writers.llm_writer import LLMWriter  # noqa: E402
 from tests.llm.fake_openai import FakeOpenAI  # noqa: E402
 
 MODEL = "gpt-4o-mini"  # priced in the built-in table, so the cost column is filled

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
+import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
-import torch
-from bench_model import rel_err  # also puts the repository on sys.path
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
+
+from benchmarks._common import cuda_median_time, rel_err  # noqa: E402
 from moviellm_model.configuration_llamavid import LlamaVidVisionConfig  # noqa: E402
-from moviellm_model.modeling_llamavid import LlamaVidVisionModel, sdpa_priority  # noqa: E402
+from moviellm_model.fast_paths import sdpa_priority  # noqa: E402
+from moviellm_model.modeling_llamavid import LlamaVidVisionModel  # noqa: E402
 from moviellm_model.vision_kernels import add_layer_norm_  # noqa: E402
 
 # (label, fused_gelu, fused_residual_norm, SDPA kernel order or None for PyTorch's default)
@@ -42,20 +46,6 @@ def build_tower(device, dtype) -> LlamaVidVisionModel:
             else:
                 param.normal_(0, 0.02)
     return tower.to(device=device, dtype=dtype).eval().requires_grad_(False)
-
-
-def time_call(fn, iters: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def kernel_table(fn, blocks: int, top: int = 14) -> list[str]:
@@ -133,7 +123,7 @@ def main() -> None:
                 rates = []
                 for batch in args.batches:
                     frames = pixels[:batch]
-                    seconds = time_call(lambda: tower(frames), args.iters)
+                    seconds = cuda_median_time(lambda: tower(frames), args.iters)
                     rates.append(batch / seconds)
                     torch.cuda.reset_peak_memory_stats()
                 if args.profile and index in (0, 2):

@@ -1,10 +1,16 @@
-"""``datasets`` builders of the datasets moviellm publishes, usable offline.
+"""Deprecated: the ``datasets`` builders are :mod:`moviellm_data.builders` now.
 
-- :mod:`builders.synthetic_movies` (:class:`SyntheticMovies`): runs the generation pipeline from a named recipe;
-- :mod:`builders.movie_qa_bench` (:class:`MovieQABench`): the long-video QA benchmark in MovieLLM's format;
-- :mod:`builders.video_qa` (:class:`VideoQA`): MSVD-QA, MSRVTT-QA, ActivityNet-QA and the Video-ChatGPT benchmark.
-
-Each builds Arrow files locally (``builder.download_and_prepare(); builder.as_dataset()``) and can write a
-folder of WebDataset shards with a card (``make_dataset_folder`` / ``pack_benchmark`` / ``pack_video_qa``) that
-``moviellm push`` publishes and ``load_dataset("org/name")`` reads back.
+``builders`` was too generic a top-level name for an installed distribution (it can collide with other
+packages in a user's environment). This shim keeps ``import builders`` and ``from builders.video_qa import
+...`` working for one more release, with a DeprecationWarning; its modules are the same module objects as
+those of :mod:`moviellm_data.builders`.
 """
+
+import warnings
+
+warnings.warn(
+    "the top-level `builders` package is deprecated and will be removed; import moviellm_data.builders instead "
+    "(e.g. from moviellm_data.builders.synthetic_movies import SyntheticMovies).",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -1,10 +1,20 @@
-"""Dataset and model card templates (Markdown with YAML front matter the Hub understands)."""
+"""Deprecated: the card templates ship inside the package now (``moviellm_data/templates/cards/``).
 
-from pathlib import Path
+``cards`` was too generic a top-level name for an installed distribution. Read a template with
+:func:`moviellm_data.card.template`; this shim keeps ``import cards`` working for one more release, with a
+DeprecationWarning.
+"""
 
-CARDS_DIR = Path(__file__).parent
+import warnings
 
+from moviellm_data.card import TEMPLATES_DIR as CARDS_DIR
+from moviellm_data.card import template
 
-def template(name: str) -> str:
-    """The text of a card template shipped with the package, e.g. ``template("dataset_card.md")``."""
-    return (CARDS_DIR / name).read_text(encoding="utf-8")
+warnings.warn(
+    "the top-level `cards` package is deprecated and will be removed; use moviellm_data.card.template(name) "
+    "(the templates are in moviellm_data/templates/cards/).",
+    DeprecationWarning,
+    stacklevel=2,
+)
+
+__all__ = ["CARDS_DIR", "template"]

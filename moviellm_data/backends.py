@@ -92,8 +92,8 @@ def build_renderer(args: argparse.Namespace) -> Renderer:
 
 
 # ------------------------------------------------------------- LLM writer: any OpenAI-compatible endpoint
-# (options and building live in moviellm_data/llm/options.py, which imports no openai code)
-from .llm.options import add_openai_writer_arguments, build_openai_writer  # noqa: E402
+# (options and building live in moviellm_data/writers/llm_writer_cli.py, which imports no openai code)
+from .writers.llm_writer_cli import add_openai_writer_arguments, build_openai_writer  # noqa: E402
 
 register_writer(Backend("openai", "an LLM behind any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, "
                                   "llama.cpp); see the openai writer options", add_openai_writer_arguments,

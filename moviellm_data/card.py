@@ -23,18 +23,18 @@ from string import Template
 
 import yaml
 
-from cards import template
-
 from .errors import MovieLLMError
 from .features import movie_features
 from .fileio import atomic_write_text
-from .pipeline import CARD_NAME, RECIPE_NAME
-from .shards import MANIFEST_NAME, ManifestEntry, read_manifest
+from .folder import CARD_NAME, CONTACT_SHEET_NAME
+from .shards import ManifestEntry
 
 logger = logging.getLogger(__name__)
 
+#: The card templates (Markdown with a ``$front_matter`` placeholder for the YAML metadata).
+TEMPLATES_DIR = Path(__file__).parent / "templates" / "cards"
 SHARD_PATTERN = "movies-*.tar"
-CONTACT_SHEET_NAME = "contact_sheet.png"
+TASK_CATEGORIES = ("video-text-to-text", "visual-question-answering")
 _SEAL = re.compile(r"\n<!-- moviellm card ([0-9a-f]{16}) -->\n\Z")
 
 
@@ -86,8 +86,13 @@ def write_card(path: str | Path, text: str) -> bool:
     return True
 
 
+def template(name: str) -> str:
+    """The text of a card template shipped with the package, e.g. ``template("dataset_card.md")``."""
+    return (TEMPLATES_DIR / name).read_text(encoding="utf-8")
+
+
 def render(template_name: str, metadata: dict, **fields) -> str:
-    """Fill a card template from ``cards/``: ``metadata`` becomes the YAML front matter."""
+    """Fill a card template (:data:`TEMPLATES_DIR`): ``metadata`` becomes the YAML front matter."""
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip()
     return Template(template(template_name)).substitute(front_matter=front, **fields)
 
@@ -188,34 +193,58 @@ def _members_of_first_sample(root: Path, entries: Sequence[ManifestEntry]) -> se
     return members
 
 
-def front_matter(entries: list[ManifestEntry], recipe: dict, pretty_name: str, license: str = "cc-by-4.0",
-                 root: Path | None = None) -> dict:
-    """YAML metadata the Hub reads: license, tags, tasks, size, configs with data_files, explicit features.
+def hub_metadata(pretty_name: str, features, splits: dict[str, Sequence[ManifestEntry]], data_files: dict[str, str],
+                 tags: Sequence[str], size: int, license: str | None = None, **extra) -> dict:
+    """The YAML front matter the Hub reads, in the order moviellm's cards list it.
 
-    ``root`` (the dataset folder) lets the features include members beyond json and mp4 (a style embedding).
+    ``splits`` maps split names to their manifest entries (bytes and example counts), ``data_files`` split names
+    to shard patterns, ``size`` is the count that picks ``size_categories``; ``extra`` fields (e.g.
+    ``annotations_creators``) follow ``language``.
     """
     import datasets
 
-    with_style = "style.safetensors" in _members_of_first_sample(root, entries) if root is not None else False
-    info = datasets.DatasetInfo(
-        features=movie_features(with_style=with_style),
-        splits=[{"name": "train", "num_bytes": sum(e.bytes for e in entries), "num_examples": len(entries)}],
-    )
-    return {
-        "pretty_name": pretty_name,
-        "license": license,
-        "language": ["en"],
-        "annotations_creators": ["machine-generated"],
-        "language_creators": ["machine-generated"],
-        "source_datasets": ["original"],
-        "tags": ["synthetic", "video", "long-video", "movies", "webdataset", "moviellm"],
-        "task_categories": ["video-text-to-text", "visual-question-answering"],
-        "size_categories": [size_category(len(entries))],
-        "configs": [
-            {"config_name": "default", "default": True, "data_files": [{"split": "train", "path": SHARD_PATTERN}]}
-        ],
+    info = datasets.DatasetInfo(features=features, splits=[
+        {"name": name, "num_bytes": sum(e.bytes for e in entries), "num_examples": len(entries)}
+        for name, entries in splits.items()])
+    metadata: dict = {"pretty_name": pretty_name}
+    if license is not None:
+        metadata["license"] = license
+    metadata["language"] = ["en"]
+    metadata.update(extra)
+    metadata.update({
+        "tags": list(tags),
+        "task_categories": list(TASK_CATEGORIES),
+        "size_categories": [size_category(size)],
+        "configs": [{"config_name": "default", "default": True,
+                     "data_files": [{"split": split, "path": pattern} for split, pattern in data_files.items()]}],
         "dataset_info": info._to_yaml_dict(),
-    }
+    })
+    return metadata
+
+
+def write_folder_card(root: str | Path, template_name: str, metadata: dict, rows: Iterable[tuple[str, object]],
+                      repo_id: str | None = None, **fields) -> Path:
+    """Fill ``template_name`` (statistics table from ``rows``, load path) and write it as the folder's card."""
+    root = Path(root)
+    text = render(template_name, metadata, statistics=_table(rows), load_path=repo_id or str(root), **fields)
+    path = root / CARD_NAME
+    write_card(path, text)
+    return path
+
+
+def front_matter(entries: list[ManifestEntry], recipe: dict, pretty_name: str, license: str = "cc-by-4.0",
+                 root: Path | None = None) -> dict:
+    """YAML metadata of a movie dataset: license, tags, tasks, size, configs with data_files, explicit features.
+
+    ``root`` (the dataset folder) lets the features include members beyond json and mp4 (a style embedding).
+    """
+    with_style = "style.safetensors" in _members_of_first_sample(root, entries) if root is not None else False
+    return hub_metadata(
+        pretty_name, movie_features(with_style=with_style), {"train": entries}, {"train": SHARD_PATTERN},
+        tags=["synthetic", "video", "long-video", "movies", "webdataset", "moviellm"], size=len(entries),
+        license=license, annotations_creators=["machine-generated"], language_creators=["machine-generated"],
+        source_datasets=["original"],
+    )
 
 
 @dataclass(frozen=True)
@@ -322,7 +351,7 @@ def _resolution(recipe: dict) -> str | None:
 
 def dataset_card_text(entries: list[ManifestEntry], recipe: dict, repo_or_path: str, pretty_name: str | None = None,
                       contact_sheet: str | None = None, root: Path | None = None) -> str:
-    """The card of a movie dataset from the template ``cards/dataset_card.md`` (unsealed)."""
+    """The card of a movie dataset from the template ``dataset_card.md`` (unsealed)."""
     pretty_name = pretty_name or "Synthetic movies (moviellm)"
     stats = MovieStatistics.of(entries)
     sheet = (f"\n![Contact sheet: frames spread over the first movies]({contact_sheet})\n" if contact_sheet else "")
@@ -356,50 +385,6 @@ def write_dataset_card(root: Path, entries: list[ManifestEntry], recipe: dict, r
     path = root / CARD_NAME
     write_card(path, text)
     return path
-
-
-def read_recipe(root: str | Path) -> dict:
-    """``pipeline.yaml`` of a dataset folder ({} when absent); one sentence when it does not parse."""
-    path = Path(root) / RECIPE_NAME
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        raise CardError(f"{path} is not valid YAML; restore it from where the dataset came from.") from None
-    if not isinstance(data, dict):
-        raise CardError(f"{path} is not a recipe (a YAML mapping); restore it from where the dataset came from.")
-    return data
-
-
-def dataset_kind(root: str | Path) -> str:
-    """What a dataset folder holds: "movies" (moviellm generate), or the kind its recipe names."""
-    return str(read_recipe(root).get("kind") or "movies")
-
-
-def refresh_card(root: str | Path, repo_id: str | None = None, contact_sheet: bool = True) -> Path:
-    """Rewrite a dataset folder's card for publishing: with the repository id and, for movies, a contact sheet.
-
-    A hand-edited card is left as it is. Returns the card's path.
-    """
-    root = Path(root)
-    kind = dataset_kind(root)
-    if kind == "movies":
-        entries = read_manifest(root / MANIFEST_NAME)
-        if not entries:
-            raise CardError(f"{root / MANIFEST_NAME} lists no movies; run `moviellm generate --out {root}` first.")
-        if contact_sheet:
-            from .preview import write_dataset_contact_sheet
-
-            write_dataset_contact_sheet(root)
-        return write_dataset_card(root, entries, read_recipe(root), repo_id=repo_id)
-    writers = {"movie_qa_bench": "builders.movie_qa_bench", "video_qa": "builders.video_qa"}
-    if kind not in writers:
-        raise CardError(f"{root / RECIPE_NAME} names an unknown dataset kind {kind!r}; "
-                        f"moviellm publishes {', '.join(['movies', *writers])}.")
-    import importlib
-
-    return importlib.import_module(writers[kind]).write_card(root, repo_id=repo_id)
 
 
 # ------------------------------------------------------------------------------------------ model card
@@ -455,7 +440,7 @@ def model_card_text(model_name: str, *, repo_id: str | None = None, base_model: 
                     datasets: Sequence[str] = (), results: Sequence[EvalRow] = (), license: str = "apache-2.0",
                     description: str = "", model_facts: Sequence[tuple[str, object]] = (), training: str = "",
                     usage: str | None = None, tags: Sequence[str] = (), limitations: str = "") -> str:
-    """A model card (unsealed) from ``cards/model_card.md`` with a ``model-index`` of ``results``."""
+    """A model card (unsealed) from ``model_card.md`` with a ``model-index`` of ``results``."""
     from huggingface_hub import ModelCardData
 
     data = ModelCardData(
@@ -549,7 +534,8 @@ def merge_model_results(folder: str | Path, results: Sequence[EvalRow], model_na
 
 
 __all__ = [
-    "CardError", "EvalRow", "check_model_card_folder", "evaluation_table", "merge_model_results", "MovieStatistics", "card_features", "dataset_card_text", "dataset_kind", "front_matter",
-    "is_unedited", "load_card", "model_card_text", "read_recipe", "refresh_card", "render", "seal", "size_category",
-    "write_card", "write_dataset_card", "write_model_card",
+    "CardError", "EvalRow", "MovieStatistics", "card_features", "check_model_card_folder", "dataset_card_text",
+    "evaluation_table", "front_matter", "hub_metadata", "is_unedited", "load_card", "merge_model_results",
+    "model_card_text", "render", "seal", "size_category", "template", "write_card", "write_dataset_card",
+    "write_folder_card", "write_model_card",
 ]

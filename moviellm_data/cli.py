@@ -12,8 +12,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .argtypes import byte_size, positive_int
-from .backends import add_backend_arguments, build_renderer, build_writer
 from .errors import MovieLLMError
 
 EXIT_USER_ERROR = 2
@@ -35,49 +33,6 @@ def verb(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser]
         return run
 
     return register
-
-
-# ------------------------------------------------------------------------------------------- generate
-
-
-def _generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--movies", type=positive_int, required=True, help="How many movies the dataset should hold.")
-    p.add_argument("--out", required=True, help="Dataset folder: new, empty, or an earlier run of the same recipe.")
-    p.add_argument("--size", default="tiny",
-                   help="Movie size: tiny (2x2x3 = 12 frames), small (3x3x5 = 45), reference (11x11x11 = 1,331) "
-                        "or ACTSxSCENESxSHOTS. Default: tiny.")
-    p.add_argument("--seed", type=int, default=0, help="Run seed; movie i's seed derives from it and i. Default: 0.")
-    themes = p.add_mutually_exclusive_group()
-    themes.add_argument("--themes", nargs="+", metavar="THEME",
-                        help='Themes assigned to movies in turn, e.g. --themes "a love story" "a heist".')
-    themes.add_argument("--themes-file", metavar="FILE", help="A text file with one theme per line.")
-    p.add_argument("--shard-size", type=byte_size, default="1GB",
-                   help="Target size of one tar shard, e.g. 1GB or 200MB. Default: 1GB.")
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is larger and closer. Default: 18.")
-    p.add_argument("--dialogue-ratio", type=float, default=0.5,
-                   help="Share of shots with a spoken line, for every writer. Default: 0.5.")
-    p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
-    add_backend_arguments(p)
-
-
-@verb("generate", "Write, render and pack synthetic movies into a dataset folder.", _generate_arguments)
-def run_generate(args: argparse.Namespace) -> int:
-    from .pipeline import GenerateOptions, command_line, generate, read_themes_file
-
-    themes = read_themes_file(args.themes_file) if args.themes_file else args.themes
-    options = GenerateOptions(out=args.out, movies=args.movies, seed=args.seed, themes=themes,
-                              shard_bytes=args.shard_size, crf=args.crf, command=command_line())
-    writer = build_writer(args)
-    renderer = build_renderer(args)
-    result = generate(options, writer, renderer, progress=not args.no_progress)
-    print(f"{result.out}: wrote {result.written} movies, {result.skipped} already there, "
-          f"{len(result.failed)} failed; the dataset holds {result.total_in_dataset} movies.")
-    usage = getattr(writer, "usage", None)
-    if usage is not None and usage.requests:
-        print(f"writer usage: {usage.summary()}")
-    for failure in result.failed:
-        print(f"  failed {failure.request.id} ({failure.request.theme}): {failure.reason}", file=sys.stderr)
-    return 1 if result.failed else 0
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -120,7 +75,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"moviellm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log more.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
-    for name, help_text, add_arguments, run in _VERBS:
+    # `generate`, the job a newcomer runs first, heads the list; the others follow in registration order.
+    for name, help_text, add_arguments, run in sorted(_VERBS, key=lambda entry: entry[0] != "generate"):
         p = sub.add_parser(name, help=help_text, description=help_text)
         if build_all or chosen == name:
             add_arguments(p)

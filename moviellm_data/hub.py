@@ -34,10 +34,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .card import CARD_NAME, CardError, dataset_kind, is_unedited, load_card, refresh_card
+from .card import CardError, is_unedited, load_card
 from .errors import ConfigError, MovieLLMError
 from .fileio import atomic_write_text
-from .shards import MANIFEST_NAME
+from .folder import CARD_NAME, MANIFEST_NAME, dataset_kind
+from .kinds import refresh_card
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def push_dataset(folder: str | Path, repo_id: str, private: bool = False, endpoi
     """Publish a dataset folder as the Hub dataset ``repo_id``; safe to rerun after an interruption.
 
     Args:
-        folder: a dataset folder (``moviellm generate`` or one of the builders in ``builders/``).
+        folder: a dataset folder (``moviellm generate`` or one of the builders in ``moviellm_data.builders``).
         repo_id: ``ORG/NAME``.
         private: create the repository private (an existing repository keeps its visibility).
         endpoint: the Hub to talk to; default ``HF_ENDPOINT`` or huggingface.co.

@@ -1,5 +1,7 @@
 """The generate job: requests -> writer -> renderer -> mp4 -> staged movie -> shards -> manifest -> card.
 
+:func:`generate` makes new movies; :func:`render` draws scripts written earlier through the same machinery.
+
 Resumable and idempotent. A movie is first *staged* under ``DIR/.moviellm/staging-r<rank>/`` (its mp4,
 then its JSON last, each written to a temporary name and renamed), then packed into a shard that is
 renamed into place when complete, then listed in the manifest, then unstaged. A run killed at any
@@ -12,45 +14,30 @@ finishes last merges the parts into ``manifest.jsonl`` and writes the card.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import ConfigError, ShardError
-from .fileio import atomic_write_text
+from .card import write_dataset_card
+from .errors import ConfigError
+from .folder import DEFAULT_SHARD_BYTES, DatasetFolder, ShardSeries, now, read_recipe, write_recipe
 from .renderers.base import Renderer
 from .script import MovieScript
-from .shards import (
-    MANIFEST_NAME,
-    ManifestEntry,
-    append_manifest,
-    iter_tar_samples,
-    manifest_entries_for,
-    read_manifest,
-    write_shard,
-)
+from .shards import ManifestEntry, manifest_entries_for
 from .video import encode_mp4
 from .writers.base import MovieRequest, WriteFailure, Writer, derive_seed, make_movie_id
 from .writers.grammar import DEFAULT_THEMES
+from .writers.prewritten import LoadedScript, PrewrittenWriter, read_scripts
 
 logger = logging.getLogger(__name__)
-
-RECIPE_NAME = "pipeline.yaml"
-CARD_NAME = "README.md"
-WORK_DIR = ".moviellm"
-DEFAULT_SHARD_BYTES = 1_000_000_000
 
 
 @dataclass
@@ -132,72 +119,6 @@ def read_themes_file(path: str | Path) -> list[str]:
     return themes
 
 
-class DatasetFolder:
-    """The layout of a dataset folder and the checks that keep earlier work safe."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.work = self.root / WORK_DIR
-        self.recipe_path = self.root / RECIPE_NAME
-        self.manifest_path = self.root / MANIFEST_NAME
-        self.card_path = self.root / CARD_NAME
-
-    def prepare(self) -> None:
-        """Create the folder, or refuse one that is a file, unwritable, or someone else's."""
-        if self.root.exists() and not self.root.is_dir():
-            raise ConfigError(f"output {self.root} is a file, not a folder; choose a folder path for --out.")
-        if self.root.is_dir() and not self.recipe_path.exists():
-            if any(p.name != WORK_DIR for p in self.root.iterdir()):
-                raise ConfigError(
-                    f"output folder {self.root} is not empty and holds no moviellm dataset; "
-                    "choose a new or empty folder so nothing in it is overwritten."
-                )
-        try:
-            self.work.mkdir(parents=True, exist_ok=True)
-            probe = self.work / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as err:
-            raise ConfigError(f"cannot write to output folder {self.root} ({err.strerror}); choose a writable folder.") from None
-
-    def staging(self, rank: int) -> Path:
-        return self.work / f"staging-r{rank:04d}"
-
-    def manifest_part(self, rank: int) -> Path:
-        return self.work / f"manifest-r{rank:04d}.jsonl"
-
-    def failures_path(self, rank: int) -> Path:
-        return self.work / f"failures-r{rank:04d}.jsonl"
-
-    def shard_path(self, rank: int, number: int) -> Path:
-        return self.root / f"movies-r{rank:04d}-{number:05d}.tar"
-
-    def own_shards(self, rank: int) -> list[Path]:
-        return sorted(self.root.glob(f"movies-r{rank:04d}-*.tar"))
-
-    def all_entries(self) -> list[ManifestEntry]:
-        """Every movie listed by any rank, first listing wins, in index order."""
-        seen: dict[str, ManifestEntry] = {}
-        for part in sorted(self.work.glob("manifest-r*.jsonl")):
-            for entry in read_manifest(part):
-                seen.setdefault(entry.id, entry)
-        return sorted(seen.values(), key=lambda e: (e.index, e.id))
-
-    @contextlib.contextmanager
-    def lock(self, name: str, wait: bool) -> Iterator[None]:
-        with open(self.work / f"{name}.lock", "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                raise ConfigError(
-                    f"another moviellm process is already writing {name} of {self.root}; wait for it or use another folder."
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def recipe_of(options: GenerateOptions, writer: Writer, renderer: Renderer) -> dict:
     """What determines the movies; a rerun into the same folder must have the same recipe."""
     return {
@@ -210,19 +131,17 @@ def recipe_of(options: GenerateOptions, writer: Writer, renderer: Renderer) -> d
 
 
 def _check_or_write_recipe(folder: DatasetFolder, options: GenerateOptions, recipe: dict) -> None:
+    """Write ``pipeline.yaml``, or check that the folder's movies were made with the same recipe."""
     document = {
         "moviellm_version": __version__,
         "command": options.command,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": now(),
         "movies": options.movies,
         "shard_bytes": options.shard_bytes,
         "recipe": recipe,
     }
     if folder.recipe_path.exists():
-        try:
-            earlier = yaml.safe_load(folder.recipe_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            raise ConfigError(f"{folder.recipe_path} is not valid YAML; restore it or choose a new folder.") from None
+        earlier = read_recipe(folder.root)
         if earlier.get("recipe") != recipe:
             changed = sorted(k for k in set(recipe) | set(earlier.get("recipe", {})) if recipe.get(k) != earlier.get("recipe", {}).get(k))
             raise ConfigError(
@@ -233,7 +152,7 @@ def _check_or_write_recipe(folder: DatasetFolder, options: GenerateOptions, reci
         document["movies"] = max(options.movies, int(earlier.get("movies", 0)))
         if earlier == document:
             return
-    atomic_write_text(folder.recipe_path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    write_recipe(folder.root, document)
 
 
 def generate(
@@ -300,21 +219,45 @@ def generate(
     return result
 
 
+def render(
+    sources: Iterable[str | Path],
+    out: str | Path,
+    renderer: Renderer,
+    shard_bytes: int | None = None,
+    crf: int = 18,
+    progress: bool = True,
+    command: str | None = None,
+    scripts: list[LoadedScript] | None = None,
+) -> GenerateResult:
+    """Render scripts written earlier (``moviellm render``): those in ``sources``, with ``renderer``, into ``out``.
+
+    ``sources`` are what :func:`~moviellm_data.writers.prewritten.read_scripts` reads (script files, folders of
+    them, dataset folders, shards); ``scripts`` (its result) saves reading them again. The scripts keep their ids
+    and go through the same staging, sharding, manifest and card machinery as :func:`generate`. Running it
+    again after an interruption continues; running it into a folder made from other scripts or settings is
+    refused.
+    """
+    sources = [Path(s) for s in sources]
+    out = Path(out)
+    for source in sources:
+        if source.exists() and out.exists() and out.resolve() == source.resolve():
+            raise ConfigError(f"--out {out} is one of the SCRIPTS sources; render into a new folder.")
+    writer = PrewrittenWriter(item.script for item in (scripts if scripts is not None else read_scripts(sources)))
+    requests = writer.requests()
+    options = GenerateOptions(out=out, movies=len(requests), seed=0, themes=None,
+                              shard_bytes=shard_bytes or DEFAULT_SHARD_BYTES, crf=crf, command=command)
+    return generate(options, writer, renderer, progress=progress, requests=requests)
+
+
 def finalize(folder: DatasetFolder) -> list[ManifestEntry]:
     """Merge the manifest parts into ``manifest.jsonl`` and (re)write the dataset card."""
-    from .card import write_dataset_card  # the card pulls in `datasets`; keep it off the import path
-
-    entries = folder.all_entries()
-    text = "".join(e.to_json() + "\n" for e in entries)
-    if not folder.manifest_path.exists() or folder.manifest_path.read_text(encoding="utf-8") != text:
-        atomic_write_text(folder.manifest_path, text)
-    recipe = yaml.safe_load(folder.recipe_path.read_text(encoding="utf-8"))
-    write_dataset_card(folder.root, entries, recipe)
+    entries = folder.merge_manifest()
+    write_dataset_card(folder.root, entries, read_recipe(folder.root))
     return entries
 
 
 class _RankPacker:
-    """Stages finished movies of one rank and packs them into that rank's shards."""
+    """Stages finished movies of one rank and packs them into that rank's shards (``movies-rNNNN-*.tar``)."""
 
     def __init__(self, folder: DatasetFolder, rank: int, options: GenerateOptions) -> None:
         self.folder = folder
@@ -322,25 +265,15 @@ class _RankPacker:
         self.options = options
         self.staging = folder.staging(rank)
         self.staging.mkdir(parents=True, exist_ok=True)
+        self.shards = ShardSeries(folder.root, folder.rank_prefix(rank), folder.manifest_part(rank), manifest_entries_for)
 
     # ------------------------------------------------------------------------------------ recovery
 
     def recover(self) -> set[str]:
         """Undo what a killed run of this rank left half-done; return the ids of every listed movie."""
-        for tmp in self.folder.root.glob(f"movies-r{self.rank:04d}-*.tar.tmp"):
-            tmp.unlink()
         for tmp in self.staging.glob("*.tmp"):
             tmp.unlink()
-        listed = {e.shard for e in read_manifest(self.folder.manifest_part(self.rank))}
-        for shard in self.folder.own_shards(self.rank):
-            if shard.name not in listed:
-                # Renamed into place but killed before the manifest was appended: list it now.
-                try:
-                    samples = list(iter_tar_samples(shard))
-                except ShardError:
-                    shard.unlink()  # cannot happen after an atomic rename, but never list a broken shard
-                    continue
-                append_manifest(self.folder.manifest_part(self.rank), manifest_entries_for(shard, samples))
+        self.shards.recover()
         done = {e.id for e in self.folder.all_entries()}
         for path in self.staging.iterdir():
             if path.name.split(".", 1)[0] in done:
@@ -357,7 +290,7 @@ class _RankPacker:
         rendered = script.model_copy(deep=True)
         style = renderer.style_embedding(script)
         rendered.provenance.renderer = renderer.provenance(script)
-        rendered.provenance.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        rendered.provenance.created_at = now()
         self._write_staged(f"{script.id}.mp4", lambda tmp: encode_mp4(
             renderer.render_frames(script), fps=1, crf=self.options.crf, output=tmp))
         if style is not None:
@@ -395,10 +328,7 @@ class _RankPacker:
         samples = self._staged_samples()
         if not samples:
             return
-        numbers = [int(p.stem.rsplit("-", 1)[1]) for p in self.folder.own_shards(self.rank)]
-        shard = self.folder.shard_path(self.rank, max(numbers, default=-1) + 1)
-        write_shard(shard, samples)
-        append_manifest(self.folder.manifest_part(self.rank), manifest_entries_for(shard, samples))
+        self.shards.write(samples)
         for key, members in samples:
             for ext in members:
                 (self.staging / f"{key}.{ext}").unlink()

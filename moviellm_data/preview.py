@@ -30,12 +30,12 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import ConfigError, ShardError
 from .fileio import atomic_write_text
+from .folder import CONTACT_SHEET_NAME
 from .renderers.storyboard import colour_of
 from .script import MovieScript
 from .shards import iter_tar_samples, resolve_shards
 
 TEMPLATES = Path(__file__).parent / "templates" / "preview"
-CONTACT_SHEET_NAME = "contact_sheet.png"
 PREVIEW_MARKER = ".moviellm-preview"
 SHEET_BACKGROUND = (24, 24, 28)
 SHEET_TEXT = (235, 235, 235)

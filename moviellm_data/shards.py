@@ -2,7 +2,8 @@
 
 Writing is crash-safe: a shard is written under ``<name>.tar.tmp`` and renamed when complete, and the
 manifest (JSON lines: id, index, shard, bytes, sha256, frames) is appended only after the rename, so a
-movie listed in the manifest is always in a complete shard. Reading never extracts files to disk and
+movie listed in the manifest is always in a complete shard (where the manifest lives and how a rerun
+resumes is the dataset folder's business: :mod:`moviellm_data.folder`). Reading never extracts files to disk and
 never unpickles anything.
 """
 
@@ -23,7 +24,6 @@ from .errors import ShardError
 from .script import MovieScript
 from .video import decode_mp4
 
-MANIFEST_NAME = "manifest.jsonl"
 # Member order inside a sample; every sample of a dataset carries the same members.
 MEMBER_ORDER = ("json", "mp4", "style.safetensors")
 
@@ -41,6 +41,14 @@ class ManifestEntry:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+def safe_key(text: str) -> str:
+    """A WebDataset key for a source id: no dots (WebDataset splits keys at the first dot), no slashes."""
+    key = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))
+    if key != str(text):  # keep distinct ids distinct after replacing characters
+        key = f"{key}_{hashlib.sha256(str(text).encode()).hexdigest()[:6]}"
+    return key or "empty"
 
 
 # A member is its bytes, or the path of a file holding them (streamed, so a shard of large movies is

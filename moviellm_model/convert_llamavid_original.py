@@ -382,8 +382,352 @@ def _load_bert_tokenizer(bert: Path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Main entry
+# The conversion: one function per section of the checkpoint, then configuration, checks and writing
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Mapping:
+    """The state of one conversion: the original tensors, the converted ones, and the account of every source key."""
+
+    src: Path
+    state: dict[str, torch.Tensor]
+    report: ConversionReport
+    new: dict[str, torch.Tensor] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)  # checkpoint keys that are accounted for
+    ignored_src: set[str] = field(default_factory=set)  # ... of which not needed
+
+    @property
+    def src_name(self) -> str:
+        return self.src.name or str(self.src)
+
+
+def _read_original_config(src: Path, out: Path, bert, overwrite: bool) -> dict[str, Any]:
+    """The original `config.json`, checked to be a released LLaMA-VID variant; the output folder checked to be free."""
+    if not src.is_dir():
+        raise ConversionError(f"{src} is not a folder; give the folder of the original LLaMA-VID checkpoint.")
+    config_path = src / "config.json"
+    if not config_path.is_file():
+        raise ConversionError(f"{src} has no config.json; give the folder of the original LLaMA-VID checkpoint.")
+    try:
+        original = json.loads(config_path.read_text())
+    except ValueError:
+        raise ConversionError(f"{config_path} is not valid JSON.") from None
+    if "mm_hidden_size" not in original and "mm_vision_tower" not in original:
+        raise ConversionError(
+            f"{config_path} has no mm_* keys, so {src} is not a LLaMA-VID checkpoint (a plain Llama/Vicuna folder?)."
+        )
+    if bert is None:
+        raise ConversionError("--bert is required: the bert-base-uncased folder gives the Q-Former tokenizer.")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConversionError(f"{out} is not empty; choose a new output folder or pass --overwrite.")
+    projector_type = original.get("mm_projector_type", "linear")
+    if projector_type not in ("linear", "identity") and not re.fullmatch(r"mlp\d+x_gelu", projector_type):
+        raise ConversionError(f"mm_projector_type {projector_type!r} is not supported (linear, mlpNx_gelu, identity).")
+    if original.get("mm_use_im_start_end") or original.get("mm_use_im_patch_token"):
+        raise ConversionError(
+            "The checkpoint uses mm_use_im_start_end/mm_use_im_patch_token, which the released LLaMA-VID models do not "
+            "and this converter does not support."
+        )
+    bert_type = str(original.get("bert_type", "qformer_pretrain"))
+    if "raw" in bert_type or "layer:" in bert_type:
+        raise ConversionError(f"bert_type {bert_type!r} is not a released LLaMA-VID variant and is not supported.")
+    return original
+
+
+def map_language_model(m: _Mapping, projector_type: str) -> tuple[torch.dtype, torch.dtype]:
+    """Llama decoder, head and content projector -> `model.language_model.*`, `lm_head`, `content_projector`.
+
+    Returns the Llama weights' dtype and the dtype of the original's RoPE inverse frequencies.
+    """
+    state, new = m.state, m.new
+    inv_freq_keys = [k for k in state if k.endswith("rotary_emb.inv_freq")]
+    for key, value in state.items():
+        if key.startswith("model.layers.") or key in ("model.embed_tokens.weight", "model.norm.weight"):
+            if key.endswith("rotary_emb.inv_freq"):
+                continue
+            new["model.language_model." + key[len("model.") :]] = value
+            m.used.add(key)
+        elif key == "lm_head.weight":
+            new["lm_head.weight"] = value
+            m.used.add(key)
+        elif key.startswith("model.mm_projector."):
+            rest = key[len("model.mm_projector.") :]
+            if projector_type == "linear":
+                new[f"model.token_generator.content_projector.layers.0.{rest}"] = value
+            else:
+                index, name = rest.split(".", 1)
+                new[f"model.token_generator.content_projector.layers.{int(index) // 2}.{name}"] = value
+            m.used.add(key)
+    if "model.embed_tokens.weight" not in state or "lm_head.weight" not in state:
+        raise ConversionError(f"{m.src} lacks the Llama weights (model.embed_tokens.weight / lm_head.weight).")
+    if not any(k.startswith("model.mm_projector.") for k in state) and projector_type != "identity":
+        raise ConversionError(f"{m.src} has no model.mm_projector.* weights (the content projector).")
+    m.report.ignore("RoPE inverse frequencies, recomputed by the model (see original_rope_precision)", inv_freq_keys)
+    m.used.update(inv_freq_keys)
+    m.ignored_src.update(inv_freq_keys)
+    llm_dtype = state["model.embed_tokens.weight"].dtype
+    inv_freq_dtype = state[inv_freq_keys[0]].dtype if inv_freq_keys else torch.float32
+    return llm_dtype, inv_freq_dtype
+
+
+_CONTEXT_PROJECTORS = {
+    "model.vlm_att_projector.": "model.token_generator.context_query_projector.",
+    "model.vlm_att_key_projector.": "model.token_generator.context_key_projector.",
+    "model.vlm_att_val_projector.": "model.token_generator.context_projector.",
+}
+
+
+def map_context_projectors(m: _Mapping) -> None:
+    """`vlm_att_{,key_,val_}projector` -> the token generator's context query, key and value projectors."""
+    for key, value in m.state.items():
+        for old, target in _CONTEXT_PROJECTORS.items():
+            if key.startswith(old):
+                m.new[target + key[len(old) :]] = value
+                m.used.add(key)
+    for old in _CONTEXT_PROJECTORS:
+        if not any(k.startswith(old) for k in m.state):
+            raise ConversionError(f"{m.src} lacks the {old.rstrip('.')} weights of LLaMA-VID's context attention.")
+    if any(k.startswith("model.vlm_att_bert_proj.") for k in m.state):
+        raise ConversionError("The checkpoint has vlm_att_bert_proj weights, a variant this converter does not support.")
+
+
+def map_qformer(m: _Mapping, qformer, legacy_pickle: bool) -> tuple[dict[str, torch.Tensor], str]:
+    """The Q-Former, its queries and ln_vision: the checkpoint's own weights first (what the original loads), the
+    InstructBLIP file as fallback.
+
+    Returns the state the Q-Former came from and its key prefix (the configuration is read from them).
+    """
+    state, new, report = m.state, m.new, m.report
+    qformer_state = {k: v for k, v in state.items() if k.startswith("model.vlm_att_encoder.")}
+    blip: dict[str, torch.Tensor] | None = None
+    if qformer is not None:
+        blip = _state_dict_of(_torch_load(Path(qformer), legacy_pickle), Path(qformer), nested_key="model")
+        for needed in ("query_tokens", "ln_vision.weight", "Qformer.bert.embeddings.word_embeddings.weight"):
+            if needed not in blip:
+                raise ConversionError(f"--qformer {qformer} has no {needed}; is it instruct_blip_*_trimmed.pth?")
+    if not qformer_state:
+        return _map_blip_qformer(m, blip, qformer)
+    prefix = "model.vlm_att_encoder.bert."
+    other = [k for k in qformer_state if not k.startswith(prefix)]
+    if other:
+        raise ConversionError(f"Unexpected Q-Former keys in the checkpoint, e.g. {other[0]}.")
+    mapped, buffers = map_qformer_bert(state, prefix)
+    new.update(mapped)
+    m.used.update(qformer_state)
+    m.ignored_src.update(buffers)
+    report.ignore("Q-Former position_ids buffer, rebuilt by the model", buffers)
+    for old, target in (("model.vlm_att_query", "model.token_generator.query_tokens"),):
+        if old not in state:
+            raise ConversionError(f"{m.src} has Q-Former weights but no {old}.")
+        new[target] = state[old]
+        m.used.add(old)
+    ln = {k: v for k, v in state.items() if k.startswith("model.vlm_att_ln.")}
+    if not ln:
+        raise ConversionError(f"{m.src} has Q-Former weights but no model.vlm_att_ln (InstructBLIP ln_vision).")
+    for key, value in ln.items():
+        new["model.token_generator.qformer_layernorm." + key[len("model.vlm_att_ln.") :]] = value
+    m.used.update(ln)
+    if blip is not None:
+        report.ignore(
+            f"{Path(qformer).name}: not used, the checkpoint's own Q-Former weights take precedence as in the original",
+            blip.keys(),
+        )
+    return state, prefix
+
+
+def _map_blip_qformer(m: _Mapping, blip: dict[str, torch.Tensor] | None, qformer) -> tuple[dict[str, torch.Tensor], str]:
+    """The Q-Former from `instruct_blip_vicuna7b_trimmed.pth`, for checkpoints that carry none."""
+    if blip is None:
+        raise ConversionError(
+            f"{m.src} has no Q-Former weights (model.vlm_att_encoder.*); pass --qformer "
+            "instruct_blip_vicuna7b_trimmed.pth."
+        )
+    blip_name = Path(qformer).name
+    mapped, buffers = map_qformer_bert(blip, "Qformer.bert.")
+    m.new.update(mapped)
+    m.new["model.token_generator.query_tokens"] = blip["query_tokens"]
+    for key in ("weight", "bias"):
+        m.new[f"model.token_generator.qformer_layernorm.{key}"] = blip[f"ln_vision.{key}"]
+    m.report.mapped[blip_name] = len(mapped) + 3
+    m.report.ignore("Q-Former position_ids buffer, rebuilt by the model", buffers)
+    m.report.ignore(
+        f"parts of {blip_name} LLaMA-VID does not use (InstructBLIP's language-model side)",
+        [k for k in blip if not k.startswith("Qformer.bert.") and k not in ("query_tokens", "ln_vision.weight", "ln_vision.bias")],
+    )
+    return blip, "Qformer.bert."
+
+
+def map_vision_tower(m: _Mapping, vision_tower, num_layers: int, image_size: int, legacy_pickle: bool) -> None:
+    """The EVA tower from `eva_vit_g.pth` (what the original builds it from), else from the checkpoint's own copy."""
+    prefix = "model.vision_tower.vision_tower."
+    tower_in_ckpt = {k[len(prefix) :]: v for k, v in m.state.items() if k.startswith(prefix)}
+    m.used.update(prefix + k for k in tower_in_ckpt)
+    if vision_tower is not None:
+        eva_path = Path(vision_tower)
+        eva = _state_dict_of(_torch_load(eva_path, legacy_pickle), eva_path)
+        mapped, _ = map_eva(eva, num_layers, image_size, m.report, eva_path.name)
+        m.new.update(mapped)
+        m.report.mapped[eva_path.name] = len(mapped)
+        if tower_in_ckpt:
+            differs = [
+                k
+                for k, v in tower_in_ckpt.items()
+                if k in eva and (v.shape != eva[k].shape or not torch.equal(v.to(eva[k].dtype), eva[k]))
+            ]
+            copy_keys = [prefix + k for k in tower_in_ckpt]
+            m.report.ignore(
+                f"copy of the EVA tower inside the checkpoint; the original rebuilds the tower from {eva_path.name}",
+                copy_keys,
+            )
+            m.ignored_src.update(copy_keys)
+            if differs:
+                m.report.notes.append(
+                    f"{len(differs)} EVA tensors of the checkpoint differ from {eva_path.name} (e.g. {differs[0]}); "
+                    f"{eva_path.name} was used, as the original does."
+                )
+    elif tower_in_ckpt:
+        mapped, not_needed = map_eva(tower_in_ckpt, num_layers, image_size, m.report, m.src_name, prefix)
+        m.new.update(mapped)
+        m.ignored_src.update(not_needed)
+        m.report.notes.append("No --vision-tower given: the EVA tower was taken from the checkpoint's own copy.")
+    else:
+        raise ConversionError(f"{m.src} carries no EVA tower; pass --vision-tower eva_vit_g.pth.")
+    for key in ("embeddings.class_embedding", "embeddings.position_embedding", "embeddings.patch_embedding.weight"):
+        if "model.vision_model." + key not in m.new:
+            raise ConversionError(f"The EVA weights lack {key} (cls_token / pos_embed / patch_embed).")
+    for layer in range(num_layers):
+        if f"model.vision_model.layers.{layer}.attn.qkv.weight" not in m.new:
+            raise ConversionError(f"The EVA weights have fewer than {num_layers} blocks (block {layer} missing).")
+
+
+def _account_for_every_key(m: _Mapping) -> None:
+    unknown = sorted(set(m.state) - m.used)
+    if unknown:
+        raise ConversionError(f"{len(unknown)} checkpoint tensors are not understood, e.g. {unknown[0]}.")
+    m.report.mapped[m.src_name] = len(m.used - m.ignored_src)
+
+
+def _load_tokenizers(m: _Mapping, bert: Path, qformer_source: tuple[dict[str, torch.Tensor], str]):
+    """The Llama and Q-Former tokenizers, checked against the embeddings they feed; BERT's config.json if any."""
+    tokenizer = _load_llama_tokenizer(m.src)
+    qformer_tokenizer = _load_bert_tokenizer(bert)
+    qformer_state, qformer_prefix = qformer_source
+    qformer_vocab = qformer_state[qformer_prefix + "embeddings.word_embeddings.weight"].shape[0]
+    if len(qformer_tokenizer) != qformer_vocab:
+        raise ConversionError(
+            f"The BERT tokenizer in {bert} has {len(qformer_tokenizer)} entries with [DEC] but the Q-Former embeds "
+            f"{qformer_vocab}; use bert-base-uncased."
+        )
+    bert_config = json.loads((bert / "config.json").read_text()) if (bert / "config.json").is_file() else {}
+    vocab_size = m.state["model.embed_tokens.weight"].shape[0]
+    if len(tokenizer) != vocab_size:
+        raise ConversionError(
+            f"The Llama tokenizer has {len(tokenizer)} entries but the model embeds {vocab_size}; the tokenizer files "
+            "do not belong to this checkpoint."
+        )
+    return tokenizer, qformer_tokenizer, bert_config
+
+
+def _build_config(m: _Mapping, original: dict[str, Any], projector_type: str, image_size: int, num_layers: int,
+                  qformer_source: tuple[dict[str, torch.Tensor], str], bert_config: dict[str, Any],
+                  inv_freq_dtype: torch.dtype, target_dtype: torch.dtype):
+    """The `LlamaVidConfig` the mapped weights and the original configuration describe."""
+    from .configuration_llamavid import LlamaVidConfig
+
+    new = m.new
+    vocab_size = m.state["model.embed_tokens.weight"].shape[0]
+    eva_width = new["model.vision_model.embeddings.position_embedding"].shape[-1]
+    vision = {
+        "image_size": image_size,
+        "patch_size": new["model.vision_model.embeddings.patch_embedding.weight"].shape[-1],
+        "hidden_size": eva_width,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": max(1, eva_width // 88),  # the original: out_channel // 88
+        "intermediate_size": new["model.vision_model.layers.0.mlp.fc1.weight"].shape[0],
+        "layer_norm_eps": 1e-6,
+        "qkv_bias": "model.vision_model.layers.0.attn.q_bias" in new,
+    }
+    query = new["model.token_generator.query_tokens"]
+    config = LlamaVidConfig(
+        vision_config=vision,
+        qformer_config=_qformer_config(*qformer_source, bert_config),
+        text_config=_text_config(original, vocab_size),
+        num_query_tokens=query.shape[1],
+        projector_type=projector_type,
+        compress_type=original.get("compress_type"),
+        select_feature=original.get("mm_vision_select_feature", "patch"),
+        image_token_index=vocab_size,
+        video_token_index=vocab_size + 1,
+        original_rope_inv_freq_dtype=str(inv_freq_dtype).replace("torch.", ""),
+    )
+    config.dtype = target_dtype
+    if original.get("num_query") is not None and int(original["num_query"]) != query.shape[1]:
+        raise ConversionError(f"config.json says num_query {original['num_query']} but vlm_att_query has {query.shape[1]}.")
+    return config
+
+
+def _check_against_the_model(config, new: dict[str, torch.Tensor]) -> None:
+    """Every parameter of the model present with its shape, nothing else (the model built on the meta device)."""
+    from .modeling_llamavid import LlamaVidForConditionalGeneration
+
+    with torch.device("meta"):
+        skeleton = LlamaVidForConditionalGeneration(config)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    missing = sorted(set(expected) - set(new))
+    if missing:
+        raise ConversionError(f"The inputs lack {len(missing)} weights of the model, e.g. {missing[0]}.")
+    extra = sorted(set(new) - set(expected))
+    if extra:
+        raise ConversionError(f"Internal mapping produced unknown weights, e.g. {extra[0]}.")
+    for key, shape in expected.items():
+        if tuple(new[key].shape) != shape:
+            raise ConversionError(f"{key} has shape {tuple(new[key].shape)} but the configuration needs {shape}.")
+
+
+def _write_generation_config(config, src: Path, out: Path, report: ConversionReport) -> None:
+    """The original's `generation_config.json` (defaults from the config when it has none or it does not read)."""
+    from transformers import GenerationConfig
+
+    generation = GenerationConfig(
+        bos_token_id=config.text_config.bos_token_id,
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+    )
+    if (src / "generation_config.json").is_file():
+        try:
+            generation = GenerationConfig.from_pretrained(str(src))
+        except Exception as error:  # noqa: BLE001
+            report.notes.append(f"generation_config.json of {src} was not readable ({error}); defaults written.")
+    _drop_unused_sampling_flags(generation, report)
+    generation.save_pretrained(out)
+
+
+def _write_processor(config, out: Path, image_size: int, compress_type, tokenizer, qformer_tokenizer) -> None:
+    """The processor (image processor, both tokenizers with the placeholders, chat template) into `out`."""
+    from .image_processing_llamavid import LlamaVidImageProcessor
+    from .processing_llamavid import LlamaVidProcessor
+
+    image_processor = LlamaVidImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+    processor = LlamaVidProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        qformer_tokenizer=qformer_tokenizer,
+        num_patches=(image_size // config.vision_config.patch_size) ** 2,
+        compress_type=compress_type,
+        select_feature=config.select_feature,
+        qformer_max_length=config.qformer_max_length,
+        qformer_truncation_side=config.qformer_truncation_side,
+    )
+    if (processor.image_token_id, processor.video_token_id) != (config.image_token_index, config.video_token_index):
+        raise ConversionError(
+            f"The tokenizer gave placeholder ids {processor.image_token_id}/{processor.video_token_id} instead of "
+            f"{config.image_token_index}/{config.video_token_index}; it already defines <image> or <video>."
+        )
+    processor.save_pretrained(out)
 
 
 def convert_llamavid_checkpoint(
@@ -419,321 +763,38 @@ def convert_llamavid_checkpoint(
     Returns:
         A [`ConversionReport`] listing what was mapped and what was ignored and why.
     """
-    from transformers import GenerationConfig
-
-    from .configuration_llamavid import LlamaVidConfig
-    from .image_processing_llamavid import LlamaVidImageProcessor
-    from .modeling_llamavid import LlamaVidForConditionalGeneration
-    from .processing_llamavid import LlamaVidProcessor
-
     src, out = Path(src), Path(out)
-    if not src.is_dir():
-        raise ConversionError(f"{src} is not a folder; give the folder of the original LLaMA-VID checkpoint.")
-    config_path = src / "config.json"
-    if not config_path.is_file():
-        raise ConversionError(f"{src} has no config.json; give the folder of the original LLaMA-VID checkpoint.")
-    try:
-        original = json.loads(config_path.read_text())
-    except ValueError:
-        raise ConversionError(f"{config_path} is not valid JSON.") from None
-    if "mm_hidden_size" not in original and "mm_vision_tower" not in original:
-        raise ConversionError(
-            f"{config_path} has no mm_* keys, so {src} is not a LLaMA-VID checkpoint (a plain Llama/Vicuna folder?)."
-        )
-    if bert is None:
-        raise ConversionError("--bert is required: the bert-base-uncased folder gives the Q-Former tokenizer.")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConversionError(f"{out} is not empty; choose a new output folder or pass --overwrite.")
+    original = _read_original_config(src, out, bert, overwrite)
     projector_type = original.get("mm_projector_type", "linear")
-    if projector_type not in ("linear", "identity") and not re.fullmatch(r"mlp\d+x_gelu", projector_type):
-        raise ConversionError(f"mm_projector_type {projector_type!r} is not supported (linear, mlpNx_gelu, identity).")
-    if original.get("mm_use_im_start_end") or original.get("mm_use_im_patch_token"):
-        raise ConversionError(
-            "The checkpoint uses mm_use_im_start_end/mm_use_im_patch_token, which the released LLaMA-VID models do not "
-            "and this converter does not support."
-        )
-    bert_type = str(original.get("bert_type", "qformer_pretrain"))
-    if "raw" in bert_type or "layer:" in bert_type:
-        raise ConversionError(f"bert_type {bert_type!r} is not a released LLaMA-VID variant and is not supported.")
+    m = _Mapping(src=src, state=read_original_checkpoint(src, legacy_pickle), report=ConversionReport(output_dir=str(out)))
 
-    report = ConversionReport(output_dir=str(out))
-    state = read_original_checkpoint(src, legacy_pickle)
-    src_name = src.name or str(src)
-
-    # ---- language model and projectors ----------------------------------------------------------------------------
-    new: dict[str, torch.Tensor] = {}
-    used: set[str] = set()  # checkpoint keys that are accounted for
-    ignored_src: set[str] = set()  # ... of which not needed
-    inv_freq_keys = [k for k in state if k.endswith("rotary_emb.inv_freq")]
-    for key, value in state.items():
-        if key.startswith("model.layers.") or key in ("model.embed_tokens.weight", "model.norm.weight"):
-            if key.endswith("rotary_emb.inv_freq"):
-                continue
-            new["model.language_model." + key[len("model.") :]] = value
-            used.add(key)
-        elif key == "lm_head.weight":
-            new["lm_head.weight"] = value
-            used.add(key)
-        elif key.startswith("model.mm_projector."):
-            rest = key[len("model.mm_projector.") :]
-            if projector_type == "linear":
-                new[f"model.token_generator.content_projector.layers.0.{rest}"] = value
-            else:
-                index, name = rest.split(".", 1)
-                new[f"model.token_generator.content_projector.layers.{int(index) // 2}.{name}"] = value
-            used.add(key)
-    if "model.embed_tokens.weight" not in state or "lm_head.weight" not in state:
-        raise ConversionError(f"{src} lacks the Llama weights (model.embed_tokens.weight / lm_head.weight).")
-    if not any(k.startswith("model.mm_projector.") for k in state) and projector_type != "identity":
-        raise ConversionError(f"{src} has no model.mm_projector.* weights (the content projector).")
-    report.ignore("RoPE inverse frequencies, recomputed by the model (see original_rope_precision)", inv_freq_keys)
-    used.update(inv_freq_keys)
-    ignored_src.update(inv_freq_keys)
-    llm_dtype = state["model.embed_tokens.weight"].dtype
-    inv_freq_dtype = state[inv_freq_keys[0]].dtype if inv_freq_keys else torch.float32
-
-    # ---- context projectors ---------------------------------------------------------------------------------------
-    names = {
-        "model.vlm_att_projector.": "model.token_generator.context_query_projector.",
-        "model.vlm_att_key_projector.": "model.token_generator.context_key_projector.",
-        "model.vlm_att_val_projector.": "model.token_generator.context_projector.",
-    }
-    for key, value in state.items():
-        for old, target in names.items():
-            if key.startswith(old):
-                new[target + key[len(old) :]] = value
-                used.add(key)
-    for old in names:
-        if not any(k.startswith(old) for k in state):
-            raise ConversionError(f"{src} lacks the {old.rstrip('.')} weights of LLaMA-VID's context attention.")
-    if any(k.startswith("model.vlm_att_bert_proj.") for k in state):
-        raise ConversionError("The checkpoint has vlm_att_bert_proj weights, a variant this converter does not support.")
-
-    # ---- Q-Former: checkpoint first (what the original loads), InstructBLIP file as fallback ----------------------
-    qformer_state = {k: v for k, v in state.items() if k.startswith("model.vlm_att_encoder.")}
-    blip: dict[str, torch.Tensor] | None = None
-    if qformer is not None:
-        blip = _state_dict_of(_torch_load(Path(qformer), legacy_pickle), Path(qformer), nested_key="model")
-        for needed in ("query_tokens", "ln_vision.weight", "Qformer.bert.embeddings.word_embeddings.weight"):
-            if needed not in blip:
-                raise ConversionError(f"--qformer {qformer} has no {needed}; is it instruct_blip_*_trimmed.pth?")
-    if qformer_state:
-        prefix = "model.vlm_att_encoder.bert."
-        other = [k for k in qformer_state if not k.startswith(prefix)]
-        if other:
-            raise ConversionError(f"Unexpected Q-Former keys in the checkpoint, e.g. {other[0]}.")
-        mapped, buffers = map_qformer_bert(state, prefix)
-        new.update(mapped)
-        used.update(qformer_state)
-        ignored_src.update(buffers)
-        report.ignore("Q-Former position_ids buffer, rebuilt by the model", buffers)
-        for old, target in (("model.vlm_att_query", "model.token_generator.query_tokens"),):
-            if old not in state:
-                raise ConversionError(f"{src} has Q-Former weights but no {old}.")
-            new[target] = state[old]
-            used.add(old)
-        ln = {k: v for k, v in state.items() if k.startswith("model.vlm_att_ln.")}
-        if not ln:
-            raise ConversionError(f"{src} has Q-Former weights but no model.vlm_att_ln (InstructBLIP ln_vision).")
-        for key, value in ln.items():
-            new["model.token_generator.qformer_layernorm." + key[len("model.vlm_att_ln.") :]] = value
-        used.update(ln)
-        qformer_prefix_state, qformer_prefix = state, prefix
-        if blip is not None:
-            report.ignore(
-                f"{Path(qformer).name}: not used, the checkpoint's own Q-Former weights take precedence as in the "
-                "original",
-                blip.keys(),
-            )
-    else:
-        if blip is None:
-            raise ConversionError(
-                f"{src} has no Q-Former weights (model.vlm_att_encoder.*); pass --qformer "
-                "instruct_blip_vicuna7b_trimmed.pth."
-            )
-        blip_name = Path(qformer).name
-        mapped, buffers = map_qformer_bert(blip, "Qformer.bert.")
-        new.update(mapped)
-        new["model.token_generator.query_tokens"] = blip["query_tokens"]
-        for key in ("weight", "bias"):
-            new[f"model.token_generator.qformer_layernorm.{key}"] = blip[f"ln_vision.{key}"]
-        report.mapped[blip_name] = len(mapped) + 3
-        report.ignore("Q-Former position_ids buffer, rebuilt by the model", buffers)
-        report.ignore(
-            f"parts of {blip_name} LLaMA-VID does not use (InstructBLIP's language-model side)",
-            [k for k in blip if not k.startswith("Qformer.bert.") and k not in ("query_tokens", "ln_vision.weight", "ln_vision.bias")],
-        )
-        qformer_prefix_state, qformer_prefix = blip, "Qformer.bert."
-
-    # ---- vision tower ---------------------------------------------------------------------------------------------
+    # Every key of the checkpoint is mapped or reported as not needed, section by section.
+    llm_dtype, inv_freq_dtype = map_language_model(m, projector_type)
+    map_context_projectors(m)
+    qformer_source = map_qformer(m, qformer, legacy_pickle)
     resolved_image_size = image_size or _image_size_from(original)
-    tower_in_ckpt = {
-        k[len("model.vision_tower.vision_tower.") :]: v
-        for k, v in state.items()
-        if k.startswith("model.vision_tower.vision_tower.")
-    }
-    used.update("model.vision_tower.vision_tower." + k for k in tower_in_ckpt)
-    if vision_tower is not None:
-        eva_path = Path(vision_tower)
-        eva = _state_dict_of(_torch_load(eva_path, legacy_pickle), eva_path)
-        mapped, _ = map_eva(eva, vision_num_layers, resolved_image_size, report, eva_path.name)
-        new.update(mapped)
-        report.mapped[eva_path.name] = len(mapped)
-        if tower_in_ckpt:
-            differs = [
-                k
-                for k, v in tower_in_ckpt.items()
-                if k in eva and (v.shape != eva[k].shape or not torch.equal(v.to(eva[k].dtype), eva[k]))
-            ]
-            copy_keys = ["model.vision_tower.vision_tower." + k for k in tower_in_ckpt]
-            report.ignore(
-                f"copy of the EVA tower inside the checkpoint; the original rebuilds the tower from {eva_path.name}",
-                copy_keys,
-            )
-            ignored_src.update(copy_keys)
-            if differs:
-                report.notes.append(
-                    f"{len(differs)} EVA tensors of the checkpoint differ from {eva_path.name} (e.g. {differs[0]}); "
-                    f"{eva_path.name} was used, as the original does."
-                )
-    elif tower_in_ckpt:
-        mapped, not_needed = map_eva(
-            tower_in_ckpt, vision_num_layers, resolved_image_size, report, src_name, "model.vision_tower.vision_tower."
-        )
-        new.update(mapped)
-        ignored_src.update(not_needed)
-        report.notes.append("No --vision-tower given: the EVA tower was taken from the checkpoint's own copy.")
-    else:
-        raise ConversionError(f"{src} carries no EVA tower; pass --vision-tower eva_vit_g.pth.")
-    for key in ("embeddings.class_embedding", "embeddings.position_embedding", "embeddings.patch_embedding.weight"):
-        if "model.vision_model." + key not in new:
-            raise ConversionError(f"The EVA weights lack {key} (cls_token / pos_embed / patch_embed).")
-    for layer in range(vision_num_layers):
-        if f"model.vision_model.layers.{layer}.attn.qkv.weight" not in new:
-            raise ConversionError(f"The EVA weights have fewer than {vision_num_layers} blocks (block {layer} missing).")
+    map_vision_tower(m, vision_tower, vision_num_layers, resolved_image_size, legacy_pickle)
+    _account_for_every_key(m)
 
-    # ---- account for every checkpoint key -------------------------------------------------------------------------
-    unknown = sorted(set(state) - used)
-    if unknown:
-        raise ConversionError(f"{len(unknown)} checkpoint tensors are not understood, e.g. {unknown[0]}.")
-    report.mapped[src_name] = len(used - ignored_src)
-
-    # ---- tokenizers and configuration -----------------------------------------------------------------------------
-    tokenizer = _load_llama_tokenizer(src)
-    base_vocab = len(tokenizer)
-    qformer_tokenizer = _load_bert_tokenizer(Path(bert))
-    qformer_vocab = qformer_prefix_state[qformer_prefix + "embeddings.word_embeddings.weight"].shape[0]
-    if len(qformer_tokenizer) != qformer_vocab:
-        raise ConversionError(
-            f"The BERT tokenizer in {bert} has {len(qformer_tokenizer)} entries with [DEC] but the Q-Former embeds "
-            f"{qformer_vocab}; use bert-base-uncased."
-        )
-    bert_config = {}
-    if (Path(bert) / "config.json").is_file():
-        bert_config = json.loads((Path(bert) / "config.json").read_text())
-
-    vocab_size = state["model.embed_tokens.weight"].shape[0]
-    if base_vocab != vocab_size:
-        raise ConversionError(
-            f"The Llama tokenizer has {base_vocab} entries but the model embeds {vocab_size}; the tokenizer files do "
-            "not belong to this checkpoint."
-        )
-    eva_pos = new["model.vision_model.embeddings.position_embedding"]
-    eva_patch = new["model.vision_model.embeddings.patch_embedding.weight"]
-    eva_width = eva_pos.shape[-1]
-    vision = {
-        "image_size": resolved_image_size,
-        "patch_size": eva_patch.shape[-1],
-        "hidden_size": eva_width,
-        "num_hidden_layers": vision_num_layers,
-        "num_attention_heads": max(1, eva_width // 88),  # the original: out_channel // 88
-        "intermediate_size": new["model.vision_model.layers.0.mlp.fc1.weight"].shape[0],
-        "layer_norm_eps": 1e-6,
-        "qkv_bias": "model.vision_model.layers.0.attn.q_bias" in new,
-    }
-    query = new["model.token_generator.query_tokens"]
-    compress_type = original.get("compress_type")
-    num_patches = (resolved_image_size // vision["patch_size"]) ** 2
-    config = LlamaVidConfig(
-        vision_config=vision,
-        qformer_config=_qformer_config(qformer_prefix_state, qformer_prefix, bert_config),
-        text_config=_text_config(original, vocab_size),
-        num_query_tokens=query.shape[1],
-        projector_type=projector_type,
-        compress_type=compress_type,
-        select_feature=original.get("mm_vision_select_feature", "patch"),
-        image_token_index=vocab_size,
-        video_token_index=vocab_size + 1,
-        original_rope_inv_freq_dtype=str(inv_freq_dtype).replace("torch.", ""),
-    )
+    tokenizer, qformer_tokenizer, bert_config = _load_tokenizers(m, Path(bert), qformer_source)
     target_dtype = getattr(torch, dtype) if dtype else llm_dtype
-    config.dtype = target_dtype
-    if original.get("num_query") is not None and int(original["num_query"]) != query.shape[1]:
-        raise ConversionError(f"config.json says num_query {original['num_query']} but vlm_att_query has {query.shape[1]}.")
+    config = _build_config(m, original, projector_type, resolved_image_size, vision_num_layers, qformer_source,
+                           bert_config, inv_freq_dtype, target_dtype)
+    _check_against_the_model(config, m.new)
 
-    # ---- check against the model's own parameter list (built on the meta device: no memory) -----------------------
-    with torch.device("meta"):
-        skeleton = LlamaVidForConditionalGeneration(config)
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    missing = sorted(set(expected) - set(new))
-    if missing:
-        raise ConversionError(f"The inputs lack {len(missing)} weights of the model, e.g. {missing[0]}.")
-    extra = sorted(set(new) - set(expected))
-    if extra:
-        raise ConversionError(f"Internal mapping produced unknown weights, e.g. {extra[0]}.")
-    for key, shape in expected.items():
-        if tuple(new[key].shape) != shape:
-            raise ConversionError(f"{key} has shape {tuple(new[key].shape)} but the configuration needs {shape}.")
-    del skeleton
-
-    # ---- write ----------------------------------------------------------------------------------------------------
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: (v.to(target_dtype) if v.is_floating_point() else v).contiguous() for k, v in sorted(new.items())
-    }
+    tensors = {k: (v.to(target_dtype) if v.is_floating_point() else v).contiguous() for k, v in sorted(m.new.items())}
     _save_sharded(tensors, out, max_shard_size)
     config.architectures = ["LlamaVidForConditionalGeneration"]
     config.save_pretrained(out)
-
-    generation = GenerationConfig(
-        bos_token_id=config.text_config.bos_token_id,
-        eos_token_id=config.text_config.eos_token_id,
-        pad_token_id=config.text_config.pad_token_id,
-    )
-    if (src / "generation_config.json").is_file():
-        try:
-            generation = GenerationConfig.from_pretrained(str(src))
-        except Exception as error:  # noqa: BLE001
-            report.notes.append(f"generation_config.json of {src} was not readable ({error}); defaults written.")
-    _drop_unused_sampling_flags(generation, report)
-    generation.save_pretrained(out)
-
-    image_processor = LlamaVidImageProcessor(
-        size={"shortest_edge": resolved_image_size},
-        crop_size={"height": resolved_image_size, "width": resolved_image_size},
-    )
-    processor = LlamaVidProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        qformer_tokenizer=qformer_tokenizer,
-        num_patches=num_patches,
-        compress_type=compress_type,
-        select_feature=config.select_feature,
-        qformer_max_length=config.qformer_max_length,
-        qformer_truncation_side=config.qformer_truncation_side,
-    )
-    if (processor.image_token_id, processor.video_token_id) != (config.image_token_index, config.video_token_index):
-        raise ConversionError(
-            f"The tokenizer gave placeholder ids {processor.image_token_id}/{processor.video_token_id} instead of "
-            f"{config.image_token_index}/{config.video_token_index}; it already defines <image> or <video>."
-        )
-    processor.save_pretrained(out)
-    if "rope_type" in config.text_config.rope_parameters and config.text_config.rope_parameters["rope_type"] == "linear":
-        report.notes.append(
+    _write_generation_config(config, src, out, m.report)
+    _write_processor(config, out, resolved_image_size, original.get("compress_type"), tokenizer, qformer_tokenizer)
+    if config.text_config.rope_parameters.get("rope_type") == "linear":
+        m.report.notes.append(
             "Linear RoPE is exact by default; set config.original_rope_precision to reproduce the original's rounded "
             "angles beyond max_position_embeddings (llamavid-spec.md, section 9)."
         )
-    return report
+    return m.report
 
 
 _SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "typical_p", "min_p", "epsilon_cutoff", "eta_cutoff")

@@ -27,7 +27,6 @@ videos, then long videos.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -36,13 +35,13 @@ from torch import nn
 from transformers import GenerationMixin, InstructBlipQFormerModel, LlamaModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.masking_utils import create_masks_for_generate
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.instructblip.modeling_instructblip import InstructBlipQFormerEmbeddings
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from . import fast_attention as _fast_attention
-from .cuda_graph_decoding import CudaGraphDecoder
+from . import fast_paths
+from .fast_paths import sdpa_priority
 from .losses import labelled_positions_lm_loss
 from .vision_kernels import add_layer_norm_
 from .configuration_llamavid import VISUAL_INPUT_NAMES, LlamaVidConfig, LlamaVidVisionConfig, parse_compress_type
@@ -424,23 +423,6 @@ class LlamaVidPreTrainedModel(PreTrainedModel):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
 
 
-_SDPA_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
-                  "math": "MATH"}
-
-
-def sdpa_priority(backends: Sequence[str] | None, device: torch.device):
-    """Context that makes SDPA try `backends` in this order on CUDA (`config.sdpa_backends`); a no-op otherwise."""
-    if not backends or device.type != "cuda" or torch.compiler.is_compiling():
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    chosen = [getattr(SDPBackend, _SDPA_BACKENDS[name]) for name in backends]
-    try:
-        return sdpa_kernel(chosen, set_priority=True)
-    except TypeError:  # torch < 2.6: no priority order, only a set of allowed kernels
-        return sdpa_kernel(chosen)
-
-
 def _placeholder_mask(input_ids: torch.LongTensor, config: LlamaVidConfig) -> torch.Tensor:
     return (input_ids == config.image_token_index) | (input_ids == config.video_token_index)
 
@@ -465,54 +447,10 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
     def set_fast_attention(self, enabled: bool = True) -> None:
         """Switch `config.fast_attention` (implicit causal masks for a compiled decoder) on or off.
 
-        It replaces transformers' "sdpa" implementation of the language model by the same SDPA function with
-        LLaMA-VID's mask function, and nothing else: with "eager" or "flash_attention_2" requested, the language model
-        keeps them.
+        See [`fast_paths.set_fast_attention`]: with "eager" or "flash_attention_2" requested, the language model keeps
+        them.
         """
-        self.config.fast_attention = bool(enabled)
-        text_config = self.language_model.config
-        current = text_config._attn_implementation
-        if enabled and current == "sdpa":
-            text_config._attn_implementation = _fast_attention.FAST_ATTENTION
-        elif not enabled and current == _fast_attention.FAST_ATTENTION:
-            text_config._attn_implementation = "sdpa"
-
-    def _uses_fast_attention(self) -> bool:
-        return self.language_model.config._attn_implementation == _fast_attention.FAST_ATTENTION
-
-    def _prepare_decoder_inputs(self, attention_mask, inputs_embeds, kwargs):
-        """Eager-side preparation for a compiled language model (`compile_blocks`) and for `fast_attention`.
-
-        - An all-ones padding mask is dropped: it means "no padding", and without it the causal mask stays implicit
-          (SDPA `is_causal`) even inside a compiled decoder, where transformers cannot look at the mask's values.
-        - A static cache that the compiled decoder will fill is allocated here, eagerly, so that its tensors get static
-          addresses (CUDA graphs of the decoding steps need them; allocating inside a traced graph skips that). Prompts
-          into a static cache skip the compiled decoder (see `forward`), single tokens use it.
-        """
-        if torch.compiler.is_compiling():
-            return attention_mask
-        if (
-            self._uses_fast_attention()
-            and attention_mask is not None
-            and attention_mask.ndim == 2
-            and bool(attention_mask.all())
-        ):
-            attention_mask = None
-        cache = kwargs.get("past_key_values", kwargs.get("cache"))
-        compiled = getattr(self.language_model, "_compiled_call_impl", None) is not None
-        if compiled and cache is not None and getattr(cache, "is_compileable", False):
-            layers = getattr(cache, "layers", [])
-            if hasattr(cache, "early_initialization") and not all(getattr(x, "is_initialized", True) for x in layers):
-                text = self.config.text_config
-                head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-                cache.early_initialization(
-                    batch_size=inputs_embeds.shape[0],
-                    num_heads=text.num_key_value_heads,
-                    head_dim=head_dim,
-                    dtype=inputs_embeds.dtype,
-                    device=inputs_embeds.device,
-                )
-        return attention_mask
+        fast_paths.set_fast_attention(self, enabled)
 
     def get_input_embeddings(self):
         return self.language_model.get_input_embeddings()
@@ -776,18 +714,10 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
                 inputs_embeds, input_ids == self.config.video_token_index, video_tokens, "video"
             )
 
-        attention_mask = self._prepare_decoder_inputs(attention_mask, inputs_embeds, kwargs)
-        decoder = self.language_model
-        cache = kwargs.get("past_key_values", kwargs.get("cache"))
-        if (
-            getattr(decoder, "_compiled_call_impl", None) is not None
-            and not torch.compiler.is_compiling()
-            and inputs_embeds.shape[1] > 1
-            and getattr(cache, "is_compileable", False)
-        ):
-            # A prompt into a static cache runs eagerly even when `compile_blocks` compiled the decoder: only eagerly
-            # can transformers read the cache position and keep the causal mask implicit (flash/cuDNN kernels).
-            decoder = decoder.forward
+        # the speed options' eager-side work (fast_paths): an all-ones mask dropped, a static cache allocated, the
+        # compiled or the eager decoder chosen
+        attention_mask = fast_paths.prepare_decoder_inputs(self, attention_mask, inputs_embeds, kwargs)
+        decoder = fast_paths.decoder_for(self.language_model, inputs_embeds, kwargs)
         with sdpa_priority(self.config.sdpa_backends, inputs_embeds.device):
             return decoder(
                 inputs_embeds=inputs_embeds,
@@ -847,35 +777,20 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
     def get_decoder(self):
         return self.model.language_model
 
-    # ---- fast paths ---------------------------------------------------------------------------------------------------
+    # ---- speed options (fast_paths.py) --------------------------------------------------------------------------------
 
     def compile_blocks(self, vision: bool = True, language_model: bool = True, **compile_kwargs) -> None:
-        """`torch.compile` the vision tower and/or the language model's decoder, each as one region.
+        """`torch.compile` the EVA tower and/or the whole decoder stack, each as one region.
 
-        - Vision: the EVA tower is compiled as one region: norms, biases, GELU and residual adds are fused around the
-          matrix products, across block boundaries too. Use it for feature extraction over many frames (a new batch
-          size recompiles once, then the tower is compiled with a dynamic batch).
-        - Language model: the whole decoder stack is compiled as one region, for long prefills. Per-layer regions
-          would be recompiled once per layer (each decoder layer reads its own cache slot, which dynamo guards on)
-          and stop being compiled after `torch._dynamo.config.recompile_limit` layers. This also switches on
-          `config.fast_attention`, so that the compiled prefill keeps SDPA's flash/cuDNN causal kernels (a traced
-          transformers mask would force a slower kernel). Another prompt length recompiles once, then the decoder is
-          compiled with dynamic shapes.
-
-        `generate(cache_implementation="static")` compiles its decoding step itself. `compile_kwargs` go to
-        `torch.compile` (e.g. `mode`, `dynamic`). Undo with `uncompile_blocks()`.
+        Compiling the decoder also switches on `config.fast_attention` (so a compiled prefill keeps SDPA's causal
+        kernels). `compile_kwargs` go to `torch.compile` (e.g. `mode`, `dynamic`); see [`fast_paths.compile_blocks`].
+        Undo with `uncompile_blocks()`.
         """
-        if vision:
-            self.model.vision_model.compile(**compile_kwargs)
-        if language_model:
-            self.set_fast_attention(True)
-            self.model.language_model.compile(**compile_kwargs)
+        fast_paths.compile_blocks(self, vision=vision, language_model=language_model, **compile_kwargs)
 
     def uncompile_blocks(self) -> None:
         """Drop what `compile_blocks` set up (eager blocks again)."""
-        vision, language = self.model.vision_model, self.model.language_model
-        for module in [vision, *vision.layers, language, *language.layers]:
-            module._compiled_call_impl = None
+        fast_paths.uncompile_blocks(self)
 
     def set_fast_attention(self, enabled: bool = True) -> None:
         """See [`LlamaVidModel.set_fast_attention`]."""
@@ -972,51 +887,16 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
 
         Without the option, or off CUDA, transformers' own `torch.compile` of `__call__` (CUDA-graph trees on GPUs).
         """
-        if not getattr(self.config, "cuda_graph_decoding", False) or self.device.type != "cuda":
-            return super().get_compiled_call(compile_config)
-        compile_config = compile_config or self._default_compile_config()
-        # the decoder captures the graph itself: inductor's CUDA-graph modes become their plain counterparts
-        mode = {"reduce-overhead": None, "max-autotune": "max-autotune-no-cudagraphs"}.get(
-            compile_config.mode, compile_config.mode
-        )
-        settings = dict(fullgraph=compile_config.fullgraph, dynamic=compile_config.dynamic,
-                        backend=compile_config.backend, mode=mode, options=compile_config.options)
-        if settings["options"] is not None:
-            settings["mode"] = None  # torch.compile takes one of the two
-        if getattr(self, "_cuda_graph_decoder_settings", None) != settings:
-            self._cuda_graph_decoder = CudaGraphDecoder(torch.compile(self.__call__, **settings), self.lm_head.weight)
-            self._cuda_graph_decoder_settings = settings
-        return self._cuda_graph_decoder
+        decoder = fast_paths.cuda_graph_decoder(self, compile_config)
+        return decoder if decoder is not None else super().get_compiled_call(compile_config)
 
     def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
         """The mask `generate` builds eagerly before every compiled decoding step over a static cache.
 
-        With `config.fast_attention`, a step of one token over a plain static cache (no sliding window, no special
-        token patterns) gets its [B, 1, 1, max_cache_len] mask by padding the 2D mask (one kernel): the keys seen so far
-        that are not padding. transformers' generic construction is the same mask from several kernels and more Python,
-        paid on every token while the GPU waits.
+        With `config.fast_attention`, one token over a plain static cache gets its mask from the 2D mask in one kernel
+        ([`fast_paths.create_masks_for_generate`]); everything else gets transformers' construction.
         """
-        cache = kwargs.get("cache", kwargs.get("past_key_values", args[0] if args else None))
-        mask = self._static_decoding_mask(inputs_embeds, attention_mask, cache, kwargs)
-        if mask is not None:
-            return mask
-        return create_masks_for_generate(config, inputs_embeds, attention_mask, *args, **kwargs)
-
-    def _static_decoding_mask(self, inputs_embeds, attention_mask, cache, kwargs):
-        if not self.model._uses_fast_attention() or inputs_embeds.shape[1] != 1:
-            return None
-        if attention_mask is None or attention_mask.ndim != 2 or not getattr(cache, "is_compileable", False):
-            return None
-        if any(kwargs.get(name) is not None for name in ("or_mask_function", "and_mask_function", "block_sequence_ids")):
-            return None
-        lengths = {getattr(layer, "max_cache_len", None) for layer in getattr(cache, "layers", [])}
-        if len(lengths) != 1 or any(getattr(layer, "is_sliding", True) for layer in cache.layers):
-            return None
-        (length,) = lengths
-        if not isinstance(length, int) or attention_mask.shape[1] > length:
-            return None
-        mask = F.pad(attention_mask.to(device=inputs_embeds.device, dtype=torch.bool), (0, length - attention_mask.shape[1]))
-        return mask[:, None, None, :]
+        return fast_paths.create_masks_for_generate(self.model, config, inputs_embeds, attention_mask, *args, **kwargs)
 
     def prepare_inputs_for_generation(
         self, input_ids, inputs_embeds=None, is_first_iteration: bool | None = False, past_key_values=None, cache=None,

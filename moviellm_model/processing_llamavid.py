@@ -23,6 +23,7 @@ import io
 import os
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -409,46 +410,82 @@ class LlamaVidProcessor(ProcessorMixin):
                 "Pass one of `videos` (short videos), `video_features` or `long_videos` (long videos), not several."
             )
 
-        data: dict[str, Any] = {}
+        visual = self._visual_inputs(images, videos, video_features, long_videos, do_pad_to_square)
+        placeholders, visual_slots = self._assign_placeholders(texts, images, videos, visual)
+
+        # Token ids, placeholders expanded in order.
+        queue = {"image": iter(visual.image_groups), "video": iter(visual.video_groups)}
+        rows = []
+        for sample, prompt in enumerate(texts):
+            groups = [next(queue[kind]) for s, _, kind in placeholders if s == sample]
+            rows.append(self.tokenize_with_placeholders(prompt, groups))
+
+        # Q-Former questions, one per visual input: images, then videos.
+        data = visual.data
+        if visual_slots:
+            if qformer_text is None:
+                if visual.long_counts:
+                    raise ValueError("Long videos need `qformer_text`: the question the context tokens should follow.")
+                qformer_text = [self._question_at(texts[s], p) for s, p in visual_slots]
+            elif isinstance(qformer_text, (str, tuple)):
+                qformer_text = [qformer_text] * len(visual_slots)
+            qformer_text = list(qformer_text)
+            if len(qformer_text) != len(visual_slots):
+                raise ValueError(f"{len(qformer_text)} Q-Former questions for {len(visual_slots)} images/videos.")
+            data.update(self._encode_qformer(qformer_text))
+
+        data.update(self._pad(rows, padding))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _visual_inputs(self, images, videos, video_features, long_videos, do_pad_to_square) -> _VisualInputs:
+        """The model's visual inputs (pixels, features, frame counts) and each input's placeholder token group."""
+        visual = _VisualInputs()
+        data = visual.data
         image_tpf = self.tokens_per_frame()
-        # Placeholder token groups, per kind, in order of appearance.
-        image_groups: list[list[int]] = []
-        video_groups: list[list[int]] = []
         if images:
             data["pixel_values"] = self.image_processor(images, do_pad_to_square=do_pad_to_square)["pixel_values"]
-            image_groups = [[self.image_token_id] * image_tpf for _ in images]
+            visual.image_groups = [[self.image_token_id] * image_tpf for _ in images]
         if videos:
             frame_lists = [load_video_frames(video, fps=self.video_fps) for video in videos]
             counts = [len(frames) for frames in frame_lists]
             flat = [frame for frames in frame_lists for frame in frames]
             data["pixel_values_videos"] = self.image_processor(flat, do_pad_to_square=False)["pixel_values"]
             data["video_num_frames"] = counts
-            video_groups = [[self.video_token_id] * (n * image_tpf) for n in counts]
-        long_counts: list[int] = []
+            visual.video_groups = [[self.video_token_id] * (n * image_tpf) for n in counts]
         if video_features is not None:
             arrays = [_to_float_array(f) for f in video_features]
             for array in arrays:
                 if array.ndim != 3:
                     raise ValueError("Each entry of video_features must be [frames, patches, width].")
-            long_counts = [int(a.shape[0]) for a in arrays]
+            visual.long_counts = [int(a.shape[0]) for a in arrays]
             if all(hasattr(a, "detach") for a in arrays):
                 import torch
 
                 data["video_features"] = torch.cat(list(arrays))
             else:
                 data["video_features"] = np.concatenate([np.asarray(a) for a in arrays])
-            data["video_features_num_frames"] = long_counts
-            long_patches = [int(a.shape[1]) for a in arrays]
+            data["video_features_num_frames"] = visual.long_counts
+            visual.long_patches = [int(a.shape[1]) for a in arrays]
         if long_videos is not None:
             frame_lists = [load_video_frames(video, fps=self.video_fps) for video in long_videos]
-            long_counts = [len(frames) for frames in frame_lists]
+            visual.long_counts = [len(frames) for frames in frame_lists]
             flat = [frame for frames in frame_lists for frame in frames]
             data["pixel_values_long_videos"] = self.image_processor(flat, do_pad_to_square=False)["pixel_values"]
-            data["video_features_num_frames"] = long_counts
-            long_patches = [self.num_patches] * len(long_counts)
+            data["video_features_num_frames"] = visual.long_counts
+            visual.long_patches = [self.num_patches] * len(visual.long_counts)
+        visual.any_video = bool(videos) or video_features is not None or long_videos is not None
+        return visual
+
+    def _assign_placeholders(self, texts: list[str], images, videos, visual: _VisualInputs):
+        """Which placeholder of which prompt stands for which input.
+
+        Returns every placeholder as (sample, position, kind) in order, and the (sample, position) of each visual
+        input's first placeholder (images, then videos: the order of the Q-Former questions). The token groups of
+        long videos are set here, since they depend on whether the prompt has one placeholder per video or per frame.
+        """
         # Which placeholder string refers to which kind.
         video_placeholder = self.video_token
-        if (videos or video_features is not None or long_videos is not None) and not images:
+        if visual.any_video and not images:
             video_placeholder = None  # both "<image>" and "<video>" mean the video
         placeholders: list[tuple[int, int, str]] = []  # (sample, position, kind)
         for sample, prompt in enumerate(texts):
@@ -461,17 +498,18 @@ class LlamaVidProcessor(ProcessorMixin):
         if len(image_slots) != len(images or []):
             raise ValueError(f"The text has {len(image_slots)} image placeholders for {len(images or [])} images.")
         visual_slots: list[tuple[int, int]] = [(s, p) for s, p, _ in image_slots]
+        long_counts = visual.long_counts
         if videos:
             if len(video_slots) != len(videos):
                 raise ValueError(f"The text has {len(video_slots)} video placeholders for {len(videos)} videos.")
             visual_slots += [(s, p) for s, p, _ in video_slots]
         elif long_counts:
-            tpf = [self.tokens_per_frame(patches, has_class_token=False) for patches in long_patches]
+            tpf = [self.tokens_per_frame(patches, has_class_token=False) for patches in visual.long_patches]
             if len(video_slots) == len(long_counts):  # one placeholder per long video
-                video_groups = [[self.video_token_id] * (n * t) for n, t in zip(long_counts, tpf)]
+                visual.video_groups = [[self.video_token_id] * (n * t) for n, t in zip(long_counts, tpf)]
                 visual_slots += [(s, p) for s, p, _ in video_slots]
             elif len(video_slots) == sum(long_counts):  # one placeholder per frame
-                video_groups = [[self.video_token_id] * t for n, t in zip(long_counts, tpf) for _ in range(n)]
+                visual.video_groups = [[self.video_token_id] * t for n, t in zip(long_counts, tpf) for _ in range(n)]
                 first, index = [], 0
                 for n in long_counts:
                     first.append(video_slots[index][:2])
@@ -484,30 +522,7 @@ class LlamaVidProcessor(ProcessorMixin):
                 )
         elif video_slots:
             raise ValueError(f"The text has {len(video_slots)} video placeholders but no video was given.")
-
-        # Token ids, placeholders expanded in order.
-        queue = {"image": iter(image_groups), "video": iter(video_groups)}
-        rows = []
-        for sample, prompt in enumerate(texts):
-            groups = [next(queue[kind]) for s, _, kind in placeholders if s == sample]
-            rows.append(self.tokenize_with_placeholders(prompt, groups))
-
-        # Q-Former questions, one per visual input: images, then videos.
-        num_visual = len(visual_slots)
-        if num_visual:
-            if qformer_text is None:
-                if long_counts:
-                    raise ValueError("Long videos need `qformer_text`: the question the context tokens should follow.")
-                qformer_text = [self._question_at(texts[s], p) for s, p in visual_slots]
-            elif isinstance(qformer_text, (str, tuple)):
-                qformer_text = [qformer_text] * num_visual
-            qformer_text = list(qformer_text)
-            if len(qformer_text) != num_visual:
-                raise ValueError(f"{len(qformer_text)} Q-Former questions for {num_visual} images/videos.")
-            data.update(self._encode_qformer(qformer_text))
-
-        data.update(self._pad(rows, padding))
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        return placeholders, visual_slots
 
     def _pad(self, rows: list[list[int]], padding: bool) -> dict[str, list[list[int]]]:
         if not padding:
@@ -527,6 +542,18 @@ class LlamaVidProcessor(ProcessorMixin):
 
     def decode(self, *args, **kwargs):
         return self.tokenizer.decode(*args, **kwargs)
+
+
+@dataclass
+class _VisualInputs:
+    """What `LlamaVidProcessor.__call__` makes of its visual arguments before the prompts are tokenised."""
+
+    data: dict[str, Any] = field(default_factory=dict)  # model inputs: pixel values, features, frame counts
+    image_groups: list[list[int]] = field(default_factory=list)  # placeholder ids per image, in order
+    video_groups: list[list[int]] = field(default_factory=list)  # ... per video (or per long-video frame)
+    long_counts: list[int] = field(default_factory=list)  # frames per long video
+    long_patches: list[int] = field(default_factory=list)  # patches per frame of each long video
+    any_video: bool = False
 
 
 def _flatten(images: Any) -> list | None:

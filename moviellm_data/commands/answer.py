@@ -11,6 +11,7 @@ import argparse
 from ..argtypes import positive_float, positive_int, probability
 from ..cli import verb
 from ..errors import ConfigError
+from ..options import add_progress_option
 
 QFORMER_QUERIES = ("question", "moviellm")  # moviellm_model.input_format.QFORMER_QUERIES, checked at run time
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -108,7 +109,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "on a GPU), dynamic, or auto (static on CUDA). Default: auto.")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="Answer only the first N questions of the benchmark (a quick check).")
-    p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
+    add_progress_option(p)
 
 
 @verb("answer", "Answer every question of a benchmark with a LLaMA-VID model into predictions.jsonl (resumable).",

@@ -12,6 +12,7 @@ import sys
 
 from ..cli import verb
 from ..llm.options import ChatRole, add_chat_arguments, chat_cache_path, chat_settings_from_args
+from ..options import add_progress_option
 
 PROTOCOL_NAMES = ("msvd-qa", "msrvtt-qa", "activitynet-qa", "vcgbench", "movie-compare", "movie-score")
 JUDGE = ChatRole(prefix="judge", needed_by="moviellm eval",
@@ -46,7 +47,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "card template if absent), so `moviellm push MODEL_DIR` shows them on the Hub.")
     p.add_argument("--dataset-id", metavar="ORG/NAME",
                    help="The benchmark's Hub dataset id for the model-index. Default: the benchmark's name.")
-    p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
+    add_progress_option(p)
     add_chat_arguments(p.add_argument_group("judge model"), JUDGE)
 
 

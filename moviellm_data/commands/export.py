@@ -6,6 +6,7 @@ import argparse
 
 from ..argtypes import positive_int
 from ..cli import verb
+from ..options import add_progress_option
 from ..script import QA_TYPES
 
 
@@ -31,7 +32,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="Placeholders per frame in the conversation (LLaMA-VID's video_token). Default: 2.")
     p.add_argument("--batch-size", type=positive_int, default=48, help="Frames per vision-tower batch. Default: 48.")
     p.add_argument("--device", default=None, help="Torch device for the vision tower. Default: cuda if available, else cpu.")
-    p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
+    add_progress_option(p)
 
 
 @verb("export", "Export a dataset for training: LLaMA-VID LongVideoQA JSON with per-movie features or frames.", _arguments)

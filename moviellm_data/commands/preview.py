@@ -6,6 +6,7 @@ import argparse
 
 from ..argtypes import positive_int
 from ..cli import verb
+from ..options import add_progress_option
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -14,7 +15,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--movies", type=positive_int, default=None, help="Preview only the first N movies. Default: all.")
     p.add_argument("--thumb-width", type=positive_int, default=320,
                    help="Width in pixels of the keyframe images (never enlarged). Default: 320.")
-    p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
+    add_progress_option(p)
 
 
 @verb("preview", "Write a static HTML preview of a dataset: keyframes with subtitles, QA with evidence, outline.", _arguments)

@@ -8,6 +8,7 @@ import sys
 from ..argtypes import positive_int
 from ..cli import verb
 from ..hub import DEFAULT_FILES_PER_COMMIT
+from ..options import add_progress_option
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "commits = batches of --files-per-commit, resumed by comparing hashes with the Hub. "
                         "Default: auto (large-folder where huggingface_hub has it, else commits).")
     p.add_argument("--no-contact-sheet", action="store_true", help="Do not draw contact_sheet.png for the card.")
-    p.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
+    add_progress_option(p)
 
 
 @verb("push", "Publish a dataset or model folder on the Hugging Face Hub (resumable; the card goes last).", _arguments)

@@ -7,6 +7,7 @@ import os
 
 from ..cli import verb
 from ..errors import ConfigError, MovieLLMError
+from ..options import add_progress_option
 
 _EPILOG = """\
 Any recipe key or transformers TrainingArguments field can be overridden as --KEY VALUE, e.g.
@@ -25,7 +26,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                              "configs/movie-tuning.yaml or your own.")
     parser.add_argument("--output-dir", metavar="DIR",
                         help="Where checkpoints and the final model go (default: the recipe's output_dir).")
-    parser.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
+    add_progress_option(parser)
 
 
 def parse_overrides(words: list[str]) -> dict[str, str]:

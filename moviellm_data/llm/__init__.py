@@ -3,7 +3,7 @@
 - :mod:`.client`: :class:`ChatClient` / :class:`ChatSettings` / :class:`ChatCall` (validated answers);
 - :mod:`.cache`: the SQLite answer cache; :mod:`.cost`: prices, usage, the spending guard;
 - :mod:`.retry`: backoff and Retry-After; :mod:`.redact`: secrets out of every message;
-- :mod:`.story`: what each level of story expansion must answer; :mod:`.options`: the CLI backend.
+- :mod:`.options`: the default endpoint and API-key lookup shared by command-line users of the client.
 
 Importing this package does not import ``openai``; opening a :class:`ChatClient` does.
 """

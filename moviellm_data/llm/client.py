@@ -569,7 +569,7 @@ class _StatusInBatch:
 
 @functools.lru_cache(maxsize=1024)
 def _schema_of(model: type[BaseModel]) -> dict:
-    # Answer models are built once per shape (see moviellm_data.llm.story), so their schemas are too.
+    # Answer models are built once per shape (see moviellm_data.writers.story_answers), so their schemas are too.
     return strict_json_schema(model)
 
 

@@ -1,8 +1,10 @@
-"""Command-line options of a chat model (the ``openai`` writer backend, the evaluation judge) and what they build.
+"""Command-line options of a chat model, for every command-line user of the client, and what they build.
 
-The API key is read from an environment variable (``OPENAI_API_KEY``, or the one named by
-``--llm-api-key-env``) and never accepted on the command line, because the command line is recorded in
-the dataset's ``pipeline.yaml``. This module imports no openai code: building the parser stays cheap.
+A user of the client (the ``openai`` writer backend, :mod:`moviellm_data.writers.llm_writer_cli`; the
+evaluation judge, ``moviellm eval``) describes itself as a :class:`ChatRole` and gets the same options under
+its own prefix. The API key is read from an environment variable (``OPENAI_API_KEY``, or the one named by
+``--PREFIX-api-key-env``) and never accepted on the command line, because the command line is recorded
+(in ``pipeline.yaml``, ``results.json``). This module imports no openai code: building the parser stays cheap.
 """
 
 from __future__ import annotations
@@ -45,12 +47,6 @@ class ChatRole:
     temperature: float
     max_tokens: int
     batch_unit: str
-
-
-WRITER = ChatRole(prefix="llm", needed_by="--writer openai",
-                  unfinished="movies not finished are reported failed and a rerun continues from the cache",
-                  recorded_in="pipeline.yaml", cache_name=DEFAULT_CACHE_NAME, temperature=0.7, max_tokens=4096,
-                  batch_unit="Each level of all movies becomes one batch, so plan for several batch turnarounds per run.")
 
 
 def add_chat_arguments(group: argparse._ArgumentGroup, role: ChatRole) -> None:
@@ -103,14 +99,6 @@ def add_chat_arguments(group: argparse._ArgumentGroup, role: ChatRole) -> None:
     group.add_argument("--batch-flush", type=float, default=2.0, metavar="SECONDS",
                        help="Seconds without a new request before the collected requests are submitted as one batch "
                             "(--batch-api). Default: 2.")
-
-
-def add_openai_writer_arguments(group: argparse._ArgumentGroup) -> None:
-    """The ``--llm-*`` options (plus --concurrency, --max-cost, --temperature, --price-per-mtok)."""
-    add_chat_arguments(group, WRITER)
-    group.add_argument("--llm-prompts", metavar="DIR",
-                       help="A folder whose <name>.txt files replace the built-in prompt templates "
-                            "(system, outline, scenes, shots, movie_qa, repair, json_mode).")
 
 
 def resolve_api_key(env_name: str, base_url: str, prefix: str = "llm") -> str:
@@ -207,23 +195,6 @@ def chat_cache_path(args: argparse.Namespace, role: ChatRole, out: str | Path) -
         return None
     if value:
         return Path(value)
-    from ..pipeline import WORK_DIR  # the output folder's hidden work folder
+    from ..folder import WORK_DIR  # the output folder's hidden work folder
 
     return Path(out) / WORK_DIR / role.cache_name
-
-
-def build_openai_writer(args: argparse.Namespace):
-    """The :class:`~moviellm_data.writers.llm.LLMWriter` the options describe, or a ConfigError."""
-    from ..writers.llm import LLMWriter
-
-    ratio = getattr(args, "dialogue_ratio", 0.5)
-    settings = chat_settings_from_args(args, WRITER)
-    if not 0.0 <= ratio <= 1.0:
-        raise ConfigError(f"--dialogue-ratio must be between 0 and 1, got {ratio}.")
-    return LLMWriter(
-        settings,
-        size=args.size,
-        dialogue_ratio=ratio,
-        cache_path=chat_cache_path(args, WRITER, args.out),
-        prompts_dir=args.llm_prompts,
-    )

@@ -10,6 +10,7 @@ import argparse
 from ..argtypes import positive_int
 from ..errors import ConfigError
 from .presets import DEFAULT_MODEL, PRESETS
+from .settings import IPAdapterSettings, RenderSettings
 
 HELP = "a diffusers text-to-image model (SDXL base + refiner by default) with learned style embeddings"
 
@@ -59,23 +60,31 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--ip-adapter-scale", type=float, default=0.6, help="IP-Adapter strength. Default: 0.6.")
 
 
+def settings_from_args(args: argparse.Namespace) -> RenderSettings:
+    """The :class:`RenderSettings` the options describe (a preset plus the options given); one sentence if invalid."""
+    ip_adapter = None
+    if args.ip_adapter:
+        ip_adapter = IPAdapterSettings(args.ip_adapter, weight_name=args.ip_adapter_weight,
+                                       subfolder=args.ip_adapter_subfolder, scale=args.ip_adapter_scale)
+    return RenderSettings(
+        model=args.image_model, refiner=args.refiner, preset=args.preset,
+        width=getattr(args, "width", None), height=getattr(args, "height", None),
+        steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative_prompt,
+        seed=args.render_seed, frame_seeds=args.frame_seeds,
+        style=args.style, style_steps=args.style_steps, style_images=args.style_images, style_cache=args.style_cache,
+        gradient_checkpointing=args.gradient_checkpointing, ip_adapter=ip_adapter,
+        batch_size=args.batch_size, dtype=args.dtype, vae_dtype=args.vae_dtype, compile=args.compile,
+        compile_mode=args.compile_mode, attention=args.attention, device=args.device, offload=args.offload,
+        vae_tiling=args.vae_tiling, decode_batch=args.decode_batch,
+    )
+
+
 def build(args: argparse.Namespace):
     """A loaded :class:`DiffusionRenderer` (loading now turns a wrong model into an error before any writing)."""
-    from .diffusion import DiffusionRenderer
-
+    settings = settings_from_args(args)
     try:
-        renderer = DiffusionRenderer(
-            args.image_model, refiner=args.refiner, preset=args.preset,
-            width=getattr(args, "width", None), height=getattr(args, "height", None),
-            steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative_prompt,
-            seed=args.render_seed, frame_seeds=args.frame_seeds, style=args.style, style_steps=args.style_steps,
-            style_images=args.style_images, style_cache=args.style_cache, batch_size=args.batch_size,
-            dtype=args.dtype, vae_dtype=args.vae_dtype, compile=args.compile, compile_mode=args.compile_mode,
-            attention=args.attention, device=args.device, offload=args.offload, vae_tiling=args.vae_tiling,
-            decode_batch=args.decode_batch, gradient_checkpointing=args.gradient_checkpointing,
-            ip_adapter=args.ip_adapter, ip_adapter_subfolder=args.ip_adapter_subfolder,
-            ip_adapter_weight=args.ip_adapter_weight, ip_adapter_scale=args.ip_adapter_scale,
-        )
-        return renderer.load()
+        from .diffusion import DiffusionRenderer
+
+        return DiffusionRenderer(settings).load()
     except ImportError as err:
         raise ConfigError(f"the diffusers renderer needs the gen extra ({err.name} is missing); run pip install 'moviellm[gen]'.") from None

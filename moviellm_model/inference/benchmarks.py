@@ -4,8 +4,8 @@
 
 - a Hub dataset id (`ORG/NAME`) of a benchmark packed by the builders and pushed with `moviellm push`: it is fetched
   into the Hugging Face cache (resumable, `revision` honoured, `HF_ENDPOINT` honoured) and read like a local folder;
-- a packed benchmark folder (`builders.movie_qa_bench.pack_benchmark`, `builders.video_qa.pack_video_qa`, or
-  `moviellm pull` of one): its shards are read with the builders' folder reader;
+- a packed benchmark folder (`moviellm_data.builders.movie_qa_bench.pack_benchmark`, `...video_qa.pack_video_qa`, or
+  `moviellm pull` of one): its shards are read with the dataset folder's reader (`moviellm_data.folder.iter_folder`);
 - a raw benchmark folder, read with the builders' own source readers: a moviellm dataset folder (movies from
   `moviellm generate`: their overview, plot and temporal QA), a folder in MovieLLM's benchmark format
   (`<name>.json` + video or features), or the raw files of MSVD-QA / MSRVTT-QA (`test_qa.json`), ActivityNet-QA
@@ -115,7 +115,7 @@ def _short_video(benchmark: str, split: str, video_id: str, qa: list[dict], medi
 
 
 def _recipe(folder: Path) -> dict:
-    from moviellm_data.pipeline import RECIPE_NAME
+    from moviellm_data.folder import RECIPE_NAME
 
     path = folder / RECIPE_NAME
     if not path.is_file():
@@ -128,7 +128,8 @@ def _recipe(folder: Path) -> dict:
 
 
 def _manifest_counts(folder: Path) -> dict[str, int] | None:
-    from moviellm_data.shards import MANIFEST_NAME, read_manifest
+    from moviellm_data.folder import MANIFEST_NAME
+    from moviellm_data.shards import read_manifest
 
     entries = read_manifest(folder / MANIFEST_NAME)
     if not entries or any(e.qa is None for e in entries):
@@ -141,8 +142,8 @@ def _manifest_counts(folder: Path) -> dict[str, int] | None:
 
 
 def _packed_movie_benchmark(folder: Path, source: str) -> Benchmark:
-    from builders._folder import iter_folder
-    from builders.movie_qa_bench import PREFIX
+    from moviellm_data.folder import iter_folder
+    from moviellm_data.builders.movie_qa_bench import PREFIX
 
     def videos() -> Iterator[BenchmarkVideo]:
         for _, _, members in iter_folder(folder, PREFIX + "-"):
@@ -153,7 +154,7 @@ def _packed_movie_benchmark(folder: Path, source: str) -> Benchmark:
 
 
 def _packed_video_qa(folder: Path, name: str, source: str, splits: tuple[str, ...]) -> Benchmark:
-    from builders._folder import iter_folder
+    from moviellm_data.folder import iter_folder
 
     def videos() -> Iterator[BenchmarkVideo]:
         for split in splits:
@@ -168,10 +169,10 @@ def _packed_video_qa(folder: Path, name: str, source: str, splits: tuple[str, ..
 
 def _open_packed(folder: Path, source: str, split: str | None) -> Benchmark | None:
     """A folder packed by the builders (or pulled from the Hub), recognised by its recipe or its shard names."""
-    from builders.movie_qa_bench import KIND as MOVIE_KIND
-    from builders.movie_qa_bench import PREFIX
-    from builders.video_qa import BENCHMARKS
-    from builders.video_qa import KIND as VIDEO_QA_KIND
+    from moviellm_data.builders.movie_qa_bench import KIND as MOVIE_KIND
+    from moviellm_data.builders.movie_qa_bench import PREFIX
+    from moviellm_data.builders.video_qa import BENCHMARKS
+    from moviellm_data.builders.video_qa import KIND as VIDEO_QA_KIND
 
     recipe = _recipe(folder)
     kind = recipe.get("kind")
@@ -200,7 +201,7 @@ def _open_packed(folder: Path, source: str, split: str | None) -> Benchmark | No
 
 
 def _first_dataset_name(folder: Path) -> str | None:
-    from builders._folder import iter_folder
+    from moviellm_data.folder import iter_folder
 
     for _, _, members in iter_folder(folder, "test-"):
         return members["json"].get("dataset")
@@ -239,7 +240,7 @@ def _open_raw(folder: Path, config: str | None, split: str | None, legacy_pickle
         return None
     source = str(folder)
     if kind == "from-movies":
-        from builders.movie_qa_bench import records_from_movies
+        from moviellm_data.builders.movie_qa_bench import records_from_movies
 
         def videos() -> Iterator[BenchmarkVideo]:
             for _, entry, members in records_from_movies(folder):
@@ -247,7 +248,7 @@ def _open_raw(folder: Path, config: str | None, split: str | None, legacy_pickle
 
         return Benchmark(name=MOVIE_BENCHMARK, source=source, videos=videos)
     if kind == "movielm-format":
-        from builders.movie_qa_bench import movielm_plan, records_from_movielm_folder
+        from moviellm_data.builders.movie_qa_bench import movielm_plan, records_from_movielm_folder
 
         media = "features" if any(folder.glob("*.safetensors")) or any(folder.glob("*.pkl")) else "video"
         plan = movielm_plan(folder, media, legacy_pickle)  # checks every entry and file first
@@ -258,7 +259,7 @@ def _open_raw(folder: Path, config: str | None, split: str | None, legacy_pickle
 
         total = sum(len(_movie_questions(entry)) for _, entry, _ in plan)
         return Benchmark(name=MOVIE_BENCHMARK, source=source, videos=videos, total_lines=total)
-    from builders.video_qa import BENCHMARKS, plan
+    from moviellm_data.builders.video_qa import BENCHMARKS, plan
 
     splits = BENCHMARKS[kind].splits
     if split is not None:

@@ -212,7 +212,8 @@ class MovieSource:
 
     def _manifest_qa_counts(self) -> list[dict[str, int]] | None:
         """QA counts per movie from the dataset's manifest, when it describes exactly these shards."""
-        from moviellm_data.shards import MANIFEST_NAME, read_manifest
+        from moviellm_data.folder import MANIFEST_NAME
+        from moviellm_data.shards import read_manifest
 
         if self.is_hub:
             try:

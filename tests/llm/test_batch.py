@@ -12,7 +12,7 @@ import pytest
 
 from moviellm_data.cli import main
 from moviellm_data.shards import read_movies
-from moviellm_data.writers.llm import LLMWriter
+from moviellm_data.writers.llm_writer import LLMWriter
 
 from .conftest import PRICE, settings_for
 from .fake_openai import FakeOpenAI

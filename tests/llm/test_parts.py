@@ -13,7 +13,7 @@ from moviellm_data.llm.cost import BudgetExceeded, CostMeter, Price, parse_price
 from moviellm_data.llm.jsonschema import AnswerInvalid, extract_json, strict_json_schema
 from moviellm_data.llm.redact import Redactor, public_url, url_has_credentials
 from moviellm_data.llm.retry import RetryPolicy, parse_retry_after
-from moviellm_data.llm.story import outline_model, outline_problems, prompt_problems, shots_model
+from moviellm_data.writers.story_answers import outline_model, outline_problems, prompt_problems, shots_model
 from moviellm_data.prompts import load_prompts
 
 KEY = "sk-proj-Zq81xYv0TESTKEYabcdef1234567890"

@@ -9,12 +9,12 @@ import pytest
 
 from moviellm_data.llm.client import ChatSettings, LLMFatalError
 from moviellm_data.llm.cost import Price
-from moviellm_data.llm.story import parse_prompt
+from moviellm_data.writers.story_answers import parse_prompt
 from moviellm_data.pipeline import plan_requests
 from moviellm_data.prompts import load_prompts
 from moviellm_data.script import MovieScript
 from moviellm_data.writers.base import WriteFailure
-from moviellm_data.writers.llm import LLMWriteError, LLMWriter
+from moviellm_data.writers.llm_writer import LLMWriteError, LLMWriter
 
 from .conftest import FAST_RETRY, PRICE, settings_for
 from .fake_openai import FakeOpenAI

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from builders.movie_qa_bench import pack_benchmark
-from builders.video_qa import pack_video_qa
+from moviellm_data.builders.movie_qa_bench import pack_benchmark
+from moviellm_data.builders.video_qa import pack_video_qa
 from moviellm_data.cli import main
 from moviellm_data.export import write_features
 from moviellm_model.inference import GenerationSettings, answer_benchmark, answer_questions, encode_features

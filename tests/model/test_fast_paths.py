@@ -14,6 +14,7 @@ from transformers import CompileConfig
 
 from moviellm_model import LlamaVidConfig, LlamaVidForConditionalGeneration
 from moviellm_model import fast_attention as fa
+from moviellm_model import fast_paths
 from moviellm_model.fast_attention import fast_attention_mask
 
 from .conftest import make_model
@@ -61,8 +62,8 @@ def test_fast_attention_is_exact_without_compile(tiny_model, processor):
 def test_compiled_static_decoding_matches_reference(monkeypatch, tiny_model, processor):
     built = []
     fast = make_model(processor, seed=0, fast_attention=True)  # the same weights as tiny_model
-    original = fast._static_decoding_mask
-    monkeypatch.setattr(fast, "_static_decoding_mask", lambda *a: built.append(1) or original(*a))
+    original = fast_paths.static_decoding_mask
+    monkeypatch.setattr(fast_paths, "static_decoding_mask", lambda *a: built.append(1) or original(*a))
     ids = torch.randint(3, tiny_model.config.text_config.vocab_size, (2, 40))
     mask = torch.ones_like(ids)
     mask[1, :6] = 0  # left padding

@@ -10,9 +10,9 @@ import pytest
 from datasets import Video
 from safetensors.numpy import save_file
 
-from builders.movie_qa_bench import MovieQABench, bench_features, pack_benchmark, read_packed
-from builders.video_qa import VideoQA, pack_video_qa, video_qa_features
-from builders.video_qa import read_packed as read_packed_video_qa
+from moviellm_data.builders.movie_qa_bench import MovieQABench, bench_features, pack_benchmark, read_packed
+from moviellm_data.builders.video_qa import VideoQA, pack_video_qa, video_qa_features
+from moviellm_data.builders.video_qa import read_packed as read_packed_video_qa
 from moviellm_data.card import card_features, load_card
 from moviellm_data.errors import ConfigError
 from moviellm_data.shards import read_movies
@@ -21,7 +21,7 @@ from tests.publish.publish_support import cli, python, write_video
 
 _OFFLINE_TINY = """
 import json
-from builders.synthetic_movies import SyntheticMovies
+from moviellm_data.builders.synthetic_movies import SyntheticMovies
 from moviellm_data.features import movie_features
 from moviellm_data.video import decode_mp4
 from datasets import Video
@@ -53,7 +53,7 @@ def test_synthetic_movies_offline_tiny_builds_with_no_network(tmp_path):
 
 
 def test_synthetic_movies_overrides_and_unknown_recipe(tmp_path):
-    from builders.synthetic_movies import SyntheticMovies
+    from moviellm_data.builders.synthetic_movies import SyntheticMovies
 
     builder = SyntheticMovies(config_name="offline-tiny", cache_dir=str(tmp_path), movies=2, seed=3,
                               output_dir=str(tmp_path / "folder"))
@@ -208,3 +208,29 @@ def test_packed_benchmarks_are_published_and_read_back_from_the_hub(movies, hub,
     report = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert report["qa"] == {"vidA": ["dance", "hat"], "vid-B": ["woman"]}
     assert report["bench"] == sorted(s.title for s, _ in read_movies(movies, decode=False))
+
+
+_OLD_NAMES = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import builders, cards
+    from builders.video_qa import pack_video_qa
+    from builders.synthetic_movies import SyntheticMovies
+import moviellm_data.builders.synthetic_movies, moviellm_data.builders.video_qa, moviellm_data.card
+assert pack_video_qa is moviellm_data.builders.video_qa.pack_video_qa
+assert SyntheticMovies is moviellm_data.builders.synthetic_movies.SyntheticMovies
+assert cards.template("dataset_card.md") == moviellm_data.card.template("dataset_card.md")
+print(sorted({(w.category.__name__, str(w.message).split(";")[0]) for w in caught}))
+"""
+
+
+def test_the_old_top_level_names_still_import_with_a_deprecation_warning():
+    result = python(_OLD_NAMES)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str([
+        ("DeprecationWarning", "the top-level `builders` package is deprecated and will be removed"),
+        ("DeprecationWarning", "the top-level `cards` package is deprecated and will be removed"),
+    ])
+    refused = python("import builders", env={"PYTHONWARNINGS": "error::DeprecationWarning"})
+    assert refused.returncode != 0 and "DeprecationWarning" in refused.stderr

@@ -17,11 +17,11 @@ from moviellm_data.card import (
     is_unedited,
     load_card,
     model_card_text,
-    refresh_card,
     write_card,
     write_dataset_card,
 )
 from moviellm_data.features import movie_features
+from moviellm_data.kinds import refresh_card
 from moviellm_data.pipeline import GenerateOptions, generate
 from moviellm_data.renderers import StoryboardRenderer
 from moviellm_data.shards import read_manifest, read_movies

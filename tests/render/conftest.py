@@ -62,8 +62,12 @@ def short_script() -> MovieScript:
 
 @pytest.fixture
 def make_renderer(tiny_sdxl, tmp_path):
-    """``make_renderer(**overrides)``: a fast CPU DiffusionRenderer on the tiny SDXL (not yet loaded)."""
+    """``make_renderer(**overrides)``: a fast CPU DiffusionRenderer on the tiny SDXL (not yet loaded).
+
+    The overrides are :class:`~moviellm_data.renderers.settings.RenderSettings` fields.
+    """
     from moviellm_data.renderers.diffusion import DiffusionRenderer
+    from moviellm_data.renderers.settings import RenderSettings
 
     base, refiner = tiny_sdxl
 
@@ -73,6 +77,6 @@ def make_renderer(tiny_sdxl, tmp_path):
             batch_size=4, style_steps=2, style_images=2, style_cache=tmp_path / "style-cache", vae_dtype="float32",
         )
         kwargs.update(overrides)
-        return DiffusionRenderer(**kwargs)
+        return DiffusionRenderer(RenderSettings(**kwargs))
 
     return make

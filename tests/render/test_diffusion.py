@@ -13,8 +13,9 @@ import yaml
 from moviellm_data.errors import ConfigError
 from moviellm_data.pipeline import GenerateOptions, generate
 from moviellm_data.renderers.diffusion import DiffusionRenderer
-from moviellm_data.renderers.prompts import frame_prompt, frame_seed
+from moviellm_data.renderers.frame_prompts import frame_prompt, frame_seed
 from moviellm_data.renderers.reference import reference_keyframe
+from moviellm_data.renderers.settings import RenderSettings
 from moviellm_data.shards import iter_tar_samples, read_movies
 from moviellm_data.writers.procedural import ProceduralWriter
 
@@ -140,7 +141,7 @@ def test_equivalent_to_the_reference_recipe(make_renderer, tiny_sdxl):
     for renderer, worst in ((ours_fp32, 2), (ours_bf16, 4)):
         ours = np.stack(renderer.render_prompts(prompts, seeds)).astype(int)
         difference = np.abs(ours - np.stack(reference).astype(int))
-        assert difference.max() <= worst and difference.mean() < 1.0, (renderer.dtype, difference.max(), difference.mean())
+        assert difference.max() <= worst and difference.mean() < 1.0, (renderer.settings.dtype, difference.max(), difference.mean())
     # The same calls with another seed are a different image, so the comparison above can fail.
     other = reference_keyframe(base, refiner, prompts[0], "blurry", 99, steps=4, width=64, height=64)
     assert np.abs(other.astype(int) - reference[0].astype(int)).mean() > 2
@@ -148,26 +149,26 @@ def test_equivalent_to_the_reference_recipe(make_renderer, tiny_sdxl):
 
 def test_missing_or_wrong_model_is_one_sentence(tmp_path, tiny_sdxl):
     with pytest.raises(ConfigError) as missing:
-        DiffusionRenderer(str(tmp_path / "no-such-model"), refiner="none", style="none").load()
+        DiffusionRenderer(RenderSettings(str(tmp_path / "no-such-model"), refiner="none", style="none")).load()
     assert "does not exist" in str(missing.value) and "\n" not in str(missing.value)
 
     not_a_pipeline = tmp_path / "folder"
     not_a_pipeline.mkdir()
     (not_a_pipeline / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="no model_index.json") as wrong:
-        DiffusionRenderer(str(not_a_pipeline), refiner="none", style="none").load()
+        DiffusionRenderer(RenderSettings(str(not_a_pipeline), refiner="none", style="none")).load()
     assert "\n" not in str(wrong.value)
 
     base_dir, _ = tiny_sdxl
     with pytest.raises(ConfigError, match="--refiner") as bad_refiner:
-        DiffusionRenderer(str(base_dir), refiner=str(tmp_path / "nope"), dtype="float32", style="none").load()
+        DiffusionRenderer(RenderSettings(str(base_dir), refiner=str(tmp_path / "nope"), dtype="float32", style="none")).load()
     assert "\n" not in str(bad_refiner.value)
 
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
     with pytest.raises(ConfigError, match="cannot load the image model") as unloadable:
-        DiffusionRenderer(str(broken), refiner="none", style="none", dtype="float32").load()
+        DiffusionRenderer(RenderSettings(str(broken), refiner="none", style="none", dtype="float32")).load()
     assert "\n" not in str(unloadable.value)
 
 
@@ -207,14 +208,15 @@ def test_any_text_to_image_pipeline_renders(tmp_path, short_script):
     pipe.save_pretrained(str(tmp_path / "sd"))
 
     with pytest.raises(ConfigError, match="use --style none"):
-        DiffusionRenderer(str(tmp_path / "sd"), refiner="none", dtype="float32").load()
+        DiffusionRenderer(RenderSettings(str(tmp_path / "sd"), refiner="none", dtype="float32")).load()
     with pytest.raises(ConfigError, match="a refiner works with an SDXL base"):
-        DiffusionRenderer(str(tmp_path / "sd"), refiner=str(tmp_path / "sd"), dtype="float32", style="none").load()
-    renderer = DiffusionRenderer(str(tmp_path / "sd"), refiner="none", preset="draft", width=64, height=64, steps=2,
-                                 dtype="float32", style="none", batch_size=4)
+        DiffusionRenderer(RenderSettings(str(tmp_path / "sd"), refiner=str(tmp_path / "sd"), dtype="float32", style="none")).load()
+    renderer = DiffusionRenderer(RenderSettings(str(tmp_path / "sd"), refiner="none", preset="draft", width=64, height=64,
+                                                steps=2, dtype="float32", style="none", batch_size=4))
     frames = list(renderer.render_frames(short_script))
     assert len(frames) == short_script.num_frames and frames[0].shape == (64, 64, 3) and frames[0].dtype == np.uint8
     assert renderer.provenance(short_script).scheduler == "DDIMScheduler"
-    again = list(DiffusionRenderer(str(tmp_path / "sd"), refiner="none", preset="draft", width=64, height=64, steps=2,
-                                   dtype="float32", style="none", batch_size=1).render_frames(short_script))
+    again = list(DiffusionRenderer(RenderSettings(str(tmp_path / "sd"), refiner="none", preset="draft", width=64, height=64,
+                                                  steps=2, dtype="float32", style="none", batch_size=1))
+                 .render_frames(short_script))
     assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(frames, again)) <= 2

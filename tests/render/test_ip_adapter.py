@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from moviellm_data.renderers.settings import IPAdapterSettings
+
 
 @pytest.fixture(scope="module")
 def tiny_ip_adapter(tmp_path_factory, tiny_sdxl):
@@ -47,8 +49,8 @@ def tiny_ip_adapter(tmp_path_factory, tiny_sdxl):
 
 def test_character_portraits_condition_their_frames(make_renderer, short_script, tiny_ip_adapter):
     def render(scale: float):
-        renderer = make_renderer(ip_adapter=str(tiny_ip_adapter), ip_adapter_weight="ip-adapter.safetensors",
-                                 ip_adapter_scale=scale)
+        renderer = make_renderer(ip_adapter=IPAdapterSettings(str(tiny_ip_adapter), weight_name="ip-adapter.safetensors",
+                                                              scale=scale))
         frames = list(renderer.render_frames(short_script))
         return renderer, frames
 
@@ -56,13 +58,13 @@ def test_character_portraits_condition_their_frames(make_renderer, short_script,
     _, without = render(0.0)
     assert len(with_portraits) == short_script.num_frames
     assert renderer.pipeline.image_encoder is not None
-    assert renderer.describe()["ip_adapter"]["scale"] == 1.0 and renderer._portraits == {}
+    assert renderer.describe()["ip_adapter"]["scale"] == 1.0 and renderer.references.portraits == {}
     for shot, a, b in zip(short_script.shots(), with_portraits, without):
         if shot.characters:
             assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
 
     # Frames of the same character share one portrait; frames are deterministic.
-    references = renderer._frame_references(short_script, short_script.shots(), short_script.style.keyword)
+    references = renderer.references.for_frames(short_script, short_script.shots(), short_script.style.keyword)
     by_character = {}
     for shot, reference in zip(short_script.shots(), references):
         if shot.characters:
@@ -79,7 +81,7 @@ def test_missing_adapter_weights_are_one_sentence(make_renderer, tmp_path):
     from moviellm_data.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cannot load the IP-Adapter") as info:
-        make_renderer(style="none", ip_adapter=str(tmp_path), ip_adapter_weight="missing.safetensors").load()
+        make_renderer(style="none", ip_adapter=IPAdapterSettings(str(tmp_path), weight_name="missing.safetensors")).load()
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="--ip-adapter-weight"):
-        make_renderer(style="none", ip_adapter=str(tmp_path)).load()
+        make_renderer(style="none", ip_adapter=IPAdapterSettings(str(tmp_path))).load()

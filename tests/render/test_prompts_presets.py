@@ -9,7 +9,8 @@ import pytest
 from moviellm_data.errors import ConfigError
 from moviellm_data.renderers.diffusion import DiffusionRenderer
 from moviellm_data.renderers.presets import PRESETS, REFERENCE_STYLE_SCHEDULE, StyleTraining, get_preset
-from moviellm_data.renderers.prompts import frame_prompt, frame_seed, replace_names, style_image_prompts
+from moviellm_data.renderers.frame_prompts import frame_prompt, frame_seed, replace_names, style_image_prompts
+from moviellm_data.renderers.settings import RenderSettings
 from moviellm_data.script import Character, Style
 
 
@@ -80,24 +81,24 @@ def test_style_schedule_is_the_reference_and_rescales():
 
 
 def test_describe_is_deterministic_and_leaves_out_speed_settings(tmp_path):
-    a = DiffusionRenderer("some/model", refiner="some/refiner", batch_size=2, compile=False, device="cpu",
-                          style_cache=tmp_path / "a")
-    b = DiffusionRenderer("some/model", refiner="some/refiner", batch_size=16, compile=True, device="cuda",
-                          offload="model", style_cache=tmp_path / "b")
+    a = DiffusionRenderer(RenderSettings("some/model", refiner="some/refiner", batch_size=2, compile=False, device="cpu",
+                                         style_cache=tmp_path / "a"))
+    b = DiffusionRenderer(RenderSettings("some/model", refiner="some/refiner", batch_size=16, compile=True, device="cuda",
+                                         offload="model", style_cache=tmp_path / "b"))
     assert a.describe() == b.describe()
     json.dumps(a.describe())  # plain data only
     assert str(tmp_path) not in json.dumps(a.describe())
-    assert DiffusionRenderer("some/model", refiner="some/refiner", steps=30).describe() != a.describe()
+    assert DiffusionRenderer(RenderSettings("some/model", refiner="some/refiner", steps=30)).describe() != a.describe()
     assert a.describe()["style"]["schedule"][0] == [4, 1e-3]
     assert a.describe()["refiner_switch"] == 0.75
 
 
 def test_refiner_choice():
-    assert DiffusionRenderer("m").refiner == "stabilityai/stable-diffusion-xl-refiner-1.0"
-    base_only = DiffusionRenderer("m", refiner="none")
+    assert DiffusionRenderer(RenderSettings("m")).refiner == "stabilityai/stable-diffusion-xl-refiner-1.0"
+    base_only = DiffusionRenderer(RenderSettings("m", refiner="none"))
     assert base_only.refiner is None and base_only.refiner_switch is None
-    assert DiffusionRenderer("m", preset="draft").refiner is None
-    assert DiffusionRenderer("m", preset="draft").describe()["steps"] == 20
+    assert DiffusionRenderer(RenderSettings("m", preset="draft")).refiner is None
+    assert DiffusionRenderer(RenderSettings("m", preset="draft")).describe()["steps"] == 20
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -110,10 +111,41 @@ def test_refiner_choice():
 ])
 def test_bad_settings_are_one_sentence(kwargs, message):
     with pytest.raises(ConfigError, match=message) as info:
-        DiffusionRenderer("m", **kwargs)
+        RenderSettings("m", **kwargs)
     assert "\n" not in str(info.value)
 
 
 def test_presets_are_named_consistently():
     for name, preset in PRESETS.items():
         assert preset.name == name and preset.description
+
+
+def test_render_settings_take_the_preset_and_named_overrides():
+    draft = RenderSettings("m", preset="draft", steps=12)
+    assert draft.preset is PRESETS["draft"] and (draft.steps, draft.width, draft.batch_size) == (12, 768, 8)
+    assert draft.style_training == PRESETS["draft"].style and draft.attention == "default"
+    assert RenderSettings("m", style_steps=10, style_images=3).style_training.total_steps == 10
+    assert RenderSettings("m", style_images=3).style_training.images == 3
+    fast = RenderSettings("m")
+    assert fast.attention == "auto" and fast.compiles_on("cuda") and not fast.compiles_on("cpu")
+    assert RenderSettings("m", compile=True).compiles_on("cpu") and not RenderSettings("m", compile=False).compiles_on("cuda")
+    assert fast.resolve_refiner() == ("stabilityai/stable-diffusion-xl-refiner-1.0", 0.75)
+    assert fast.resolve_refiner(pipeline_given=True) == (None, None)
+    assert fast.resolve_refiner(pipeline_given=True, refiner_given=True) == ("refiner", 0.75)
+    with pytest.raises(TypeError, match="RenderSettings"):
+        DiffusionRenderer("m")  # the model and options go into a RenderSettings
+
+
+def test_the_command_line_builds_the_same_settings_and_recipe(tmp_path):
+    from moviellm_data.cli import build_parser
+    from moviellm_data.renderers.diffusion_cli import settings_from_args
+    from moviellm_data.renderers.settings import IPAdapterSettings
+
+    args = build_parser(["generate"]).parse_args([
+        "generate", "--movies", "1", "--out", str(tmp_path), "--renderer", "diffusers", "--image-model", "m",
+        "--preset", "draft", "--steps", "12", "--width", "512", "--height", "512", "--render-seed", "3",
+        "--ip-adapter", "h94/IP-Adapter", "--ip-adapter-weight", "ip.safetensors", "--ip-adapter-scale", "0.5"])
+    expected = RenderSettings("m", preset="draft", steps=12, width=512, height=512, seed=3,
+                              ip_adapter=IPAdapterSettings("h94/IP-Adapter", weight_name="ip.safetensors", scale=0.5))
+    assert settings_from_args(args) == expected
+    assert DiffusionRenderer(settings_from_args(args)).describe() == DiffusionRenderer(expected).describe()

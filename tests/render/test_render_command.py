@@ -7,11 +7,11 @@ import json
 import pytest
 
 from moviellm_data.cli import main
-from moviellm_data.commands.render import PrewrittenWriter, read_scripts, render
 from moviellm_data.errors import ConfigError
-from moviellm_data.pipeline import GenerateOptions, generate
+from moviellm_data.pipeline import GenerateOptions, generate, render
 from moviellm_data.renderers import StoryboardRenderer
 from moviellm_data.shards import read_movies
+from moviellm_data.writers.prewritten import PrewrittenWriter, read_scripts
 from moviellm_data.writers.procedural import ProceduralWriter
 
 

@@ -69,7 +69,7 @@ def test_only_the_new_token_learns_and_the_file_loads_with_diffusers(make_render
     for p in (fresh, refiner):
         p.set_progress_bar_config(disable=True)
     prompt = f"generate an image in {token} style: a harbour at dusk"
-    settings = dict(negative_prompt=renderer.negative_prompt, seed=5, steps=2, width=64, height=64)
+    settings = dict(negative_prompt=renderer.settings.negative_prompt, seed=5, steps=2, width=64, height=64)
     without = reference_keyframe(fresh, refiner, prompt, **settings)
     state = read_style_embedding(path.read_bytes())
     fresh.load_textual_inversion(state["clip_l"], token=token, text_encoder=fresh.text_encoder, tokenizer=fresh.tokenizer)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..script import Style
-from ..writers.grammar import GENRE_WEIGHTS
+from .grammar import GENRE_WEIGHTS
 
 GENRES: tuple[str, ...] = tuple(GENRE_WEIGHTS)
 # What a character may be doing in a keyframe: the reference's small, drawable verb set plus a few.

@@ -40,7 +40,7 @@ from ..errors import MovieLLMError, ScriptValidationError
 from ..llm.cache import ResponseCache
 from ..llm.client import ChatCall, ChatClient, ChatSettings, LLMFatalError, RequestFailed
 from ..llm.cost import Usage
-from ..llm.story import (
+from .story_answers import (
     GENRES,
     PLOT_QUESTIONS,
     MovieQAAnswer,
@@ -55,20 +55,8 @@ from ..llm.story import (
     shots_problems,
 )
 from ..prompts import PromptTemplate, load_prompts
-from ..script import (
-    QA,
-    Act,
-    Character,
-    DialogueLine,
-    FrameSpan,
-    MovieScript,
-    Provenance,
-    Scene,
-    Shot,
-    Style,
-    WriterProvenance,
-    describe_validation_error,
-)
+from ..script import (QA, Act, Character, DialogueLine, FrameSpan, MovieScript, Provenance, Scene, Shot, Style,
+                      WriterProvenance, describe_validation_error)
 from ..sizes import StorySize, parse_size
 from .base import MovieRequest, WriteFailure, Writer
 
