@@ -386,28 +386,6 @@ class LlamaVidPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
 
-    def gradient_checkpointing_enable(self, *args, **kwargs):
-        """Checkpoint the layers that learn; frozen parts (stage 3's EVA tower and Q-Former) are left alone.
-
-        A frozen submodule records no graph, so recomputing it in the backward pass would only cost time (and, with a
-        selective `context_fn`, intercept its thousands of small Q-Former calls over a movie's frames).
-        """
-        super().gradient_checkpointing_enable(*args, **kwargs)
-        self._skip_frozen_checkpointing()
-
-    if hasattr(PreTrainedModel, "activation_checkpointing_enable"):  # its newer name (transformers >= 5.2x)
-
-        def activation_checkpointing_enable(self, *args, **kwargs):
-            super().activation_checkpointing_enable(*args, **kwargs)
-            self._skip_frozen_checkpointing()
-
-    def _skip_frozen_checkpointing(self) -> None:
-        for module in self.modules():
-            if getattr(module, "gradient_checkpointing", False) and not any(
-                param.requires_grad for param in module.parameters()
-            ):
-                module.gradient_checkpointing = False
-
     def _init_weights(self, module):
         super()._init_weights(module)
         std = self.config.vision_config.initializer_range
