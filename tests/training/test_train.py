@@ -114,8 +114,11 @@ def test_resume_after_kill_continues_at_the_same_step_and_data(tiny_run, tmp_pat
     from safetensors.torch import load_file
 
     a, b = load_file(out / "model.safetensors"), load_file(reference_out / "model.safetensors")
+    # A lost or repeated Adam step moves nearly every trained weight by ~lr (1e-3); two processes with other thread
+    # counts differ only in rounding (Adam's update of a near-zero gradient can amplify it for single elements).
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)  # a lost or repeated step moves ~1e-3
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=2e-4)
+        assert (a[key] - b[key]).abs().mean() < 1e-6, key
 
 
 def _recipe(model: str, **overrides) -> TrainRecipe:
