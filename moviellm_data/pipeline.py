@@ -19,7 +19,7 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,6 +340,6 @@ class _RankPacker:
             fh.write(line + "\n")
 
 
-def command_line() -> str:
-    """The command as typed, for the recipe (arguments quoted)."""
-    return " ".join(shlex.quote(a) for a in ["moviellm", *sys.argv[1:]])
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed, for the recipe (arguments quoted): `argv` as `cli.main` parsed it, else sys.argv."""
+    return " ".join(shlex.quote(a) for a in ["moviellm", *(sys.argv[1:] if argv is None else argv)])
