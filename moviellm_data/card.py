@@ -236,11 +236,14 @@ def front_matter(entries: list[ManifestEntry], recipe: dict, pretty_name: str, l
                  root: Path | None = None) -> dict:
     """YAML metadata of a movie dataset: license, tags, tasks, size, configs with data_files, explicit features.
 
-    ``root`` (the dataset folder) lets the features include members beyond json and mp4 (a style embedding).
+    ``root`` (the dataset folder) lets the features include members beyond json and mp4 (a style embedding,
+    character portraits).
     """
-    with_style = "style.safetensors" in _members_of_first_sample(root, entries) if root is not None else False
+    members = _members_of_first_sample(root, entries) if root is not None else set()
+    features = movie_features(with_style="style.safetensors" in members,
+                              with_portraits="portraits.safetensors" in members)
     return hub_metadata(
-        pretty_name, movie_features(with_style=with_style), {"train": entries}, {"train": SHARD_PATTERN},
+        pretty_name, features, {"train": entries}, {"train": SHARD_PATTERN},
         tags=["synthetic", "video", "long-video", "movies", "webdataset", "moviellm"], size=len(entries),
         license=license, annotations_creators=["machine-generated"], language_creators=["machine-generated"],
         source_datasets=["original"],
