@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..argtypes import looks_like_path
 from ..errors import ConfigError
 from ..script import MovieScript, RendererProvenance, Style
 from .base import Renderer
@@ -71,11 +72,6 @@ STYLE_SUBJECTS = (
 )
 
 
-def _looks_like_path(ref: str) -> bool:
-    """Hub ids are ``name`` or ``namespace/name``; anything else is meant as a local path."""
-    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref
-
-
 def load_pipeline(auto_class, ref: str, option: str, role: str, **kwargs):
     """``auto_class.from_pretrained(ref)`` with one clear sentence for a missing or wrong model."""
     local = Path(ref).expanduser()
@@ -86,7 +82,7 @@ def load_pipeline(auto_class, ref: str, option: str, role: str, **kwargs):
                 "give a folder saved with save_pretrained or a Hub model id."
             )
         ref = str(local)
-    elif _looks_like_path(ref):
+    elif looks_like_path(ref):
         raise ConfigError(
             f"{option} {ref} does not exist; give an existing diffusers pipeline folder or a Hub model id "
             f"such as {DEFAULT_MODEL}."

@@ -27,6 +27,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..argtypes import looks_like_path
 from ..errors import ConfigError
 from .settings import DISTILLED_KINDS, FORMATS, DistilledRecipe, DistilledWeights
 from .speed import short_error
@@ -37,10 +38,6 @@ LORA_FILE = "pytorch_lora_weights.safetensors"  # what diffusers' save_lora_weig
 
 
 # ------------------------------------------------------------------------------------------ resolving
-
-
-def _looks_like_path(ref: str) -> bool:
-    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref or ref.endswith(".safetensors")
 
 
 def _refuse_pickle(name: str) -> None:
@@ -96,7 +93,7 @@ def resolve_weights(settings: DistilledWeights) -> tuple[str, Path]:
         if not target.is_file():
             raise ConfigError(f"--distilled-weights {ref} has no file {target.name}; check --distilled-weight-name.")
         return _format_of_file(target, settings), target
-    if _looks_like_path(ref):
+    if looks_like_path(ref) or ref.endswith(".safetensors"):
         raise ConfigError(f"--distilled-weights {ref} does not exist; give a .safetensors file, a folder or a Hub id.")
     _refuse_pickle(ref)
     if settings.weight_name:
