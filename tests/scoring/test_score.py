@@ -18,21 +18,12 @@ from moviellm_data.pipeline import GenerateOptions, generate
 from moviellm_data.renderers import Renderer, StoryboardRenderer
 from moviellm_data.renderers.frame_prompts import replace_names
 from moviellm_data.renderers.portraits import portraits_bytes
+from moviellm_data.scoring.from_configs import save_clip, save_dinov2
 from moviellm_data.script import RendererProvenance
 from moviellm_data.shards import read_movies
 from moviellm_data.writers import ProceduralWriter
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_CLIP = {
-    "text_config": {"vocab_size": 514, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-                    "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": 512,
-                    "eos_token_id": 513, "pad_token_id": 513},
-    "vision_config": {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-                      "image_size": 64, "patch_size": 16},
-    "projection_dim": 16,
-}
-
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     before = torch.get_num_threads()
@@ -43,18 +34,7 @@ def _one_thread():
 
 def save_tiny_clip(folder: Path, seed: int = 0, text_projection: torch.Tensor | None = None) -> Path:
     """A tiny CLIP (random weights, byte-level tokenizer, 64 x 64 image processor) saved as a transformers folder."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from moviellm_data.renderers.from_configs import write_byte_level_clip_tokenizer
-
-    torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(**TINY_CLIP)).eval()
-    if text_projection is not None:
-        model.text_projection.weight.data.copy_(text_projection)
-    model.save_pretrained(str(folder))
-    write_byte_level_clip_tokenizer(folder)
-    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(str(folder))
-    return folder
+    return save_clip(folder, seed=seed, image_size=64, text_projection=text_projection)
 
 
 @pytest.fixture(scope="module")
@@ -263,13 +243,7 @@ def test_bad_inputs_are_one_sentence(movies, tiny_clip, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, err
         assert (movies / "scores.jsonl").read_text() == (tmp_path / "kept.jsonl").read_text()  # nothing lost
     # A consistency model that is not a text-image model is fine; a CLIP model that is not one is refused.
-    from transformers import Dinov2Config, Dinov2Model
-
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                             image_size=64, patch_size=16)).save_pretrained(str(tmp_path / "dino"))
-    from transformers import BitImageProcessor
-
-    BitImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(str(tmp_path / "dino"))
+    save_dinov2(tmp_path / "dino")
     capsys.readouterr()
     assert main(["score", str(movies), "--clip-model", str(tmp_path / "dino"), "--rescore", "--no-progress"]) == 2
     assert "not a text-image model" in capsys.readouterr().err
