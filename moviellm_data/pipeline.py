@@ -295,6 +295,9 @@ class _RankPacker:
             renderer.render_frames(script), fps=1, crf=self.options.crf, output=tmp))
         if style is not None:
             self._write_staged(f"{script.id}.style.safetensors", lambda tmp: tmp.write_bytes(style))
+        portraits = renderer.portraits(script)  # what the frames just drawn were conditioned on
+        if portraits is not None:
+            self._write_staged(f"{script.id}.portraits.safetensors", lambda tmp: tmp.write_bytes(portraits))
         # The JSON goes last: its presence marks the staged movie complete.
         self._write_staged(f"{script.id}.json", lambda tmp: tmp.write_text(rendered.to_json(), encoding="utf-8"))
 

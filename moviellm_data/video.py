@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -56,14 +56,26 @@ def encode_mp4(
 
 def decode_mp4(data: bytes, source: str = "mp4") -> np.ndarray:
     """Decode every frame of an mp4 to a uint8 array [T, H, W, 3] in presentation order."""
+    return np.stack(list(iter_mp4_frames(data, source)))
+
+
+def iter_mp4_frames(data: bytes, source: str = "mp4", threads: bool = False) -> Iterator[np.ndarray]:
+    """The frames of an mp4 one at a time (uint8 [H, W, 3], presentation order), for movies too long to hold whole.
+
+    ``threads`` lets FFmpeg decode on several cores (the frames are the same).
+    """
+    count = 0
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            if threads:
+                container.streams.video[0].thread_type = "AUTO"
+            for frame in container.decode(video=0):
+                count += 1
+                yield frame.to_ndarray(format="rgb24")
     except (av.error.FFmpegError, IndexError) as err:
         raise ShardError(f"{source} is not a decodable mp4 video ({err}); regenerate the movie.") from None
-    if not frames:
+    if not count:
         raise ShardError(f"{source} holds no video frames; regenerate the movie.")
-    return np.stack(frames)
 
 
 def probe_mp4(data: bytes) -> dict:
