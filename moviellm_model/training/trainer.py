@@ -397,7 +397,17 @@ def run_training(recipe: TrainRecipe, output_dir: str | Path | None = None, prog
         sample_log.unlink()  # a fresh run (no checkpoint to continue): a fresh log
     _write_recipe(output_dir, recipe)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    return _finish(trainer, recipe, output_dir, processor, checkpoint)
+    result = _finish(trainer, recipe, output_dir, processor, checkpoint)
+    _end_process_group()
+    return result
+
+
+def _end_process_group() -> None:
+    """Leave the process group together: communication threads still alive at interpreter exit abort the process
+    ("terminate called without an active exception", seen with ZeRO-3 over gloo)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _resume_stream(trainer: LlamaVidTrainer, batches: TrainingBatches, checkpoint: Path) -> None:

@@ -95,7 +95,7 @@ def test_resume_after_kill_continues_at_the_same_step_and_data(tiny_run, tmp_pat
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (out / "checkpoint-6" / "trainer_state.json").exists():
+    while not (out / "checkpoint-6" / "data_stats.json").exists():  # written by our callback once the checkpoint is whole
         assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
