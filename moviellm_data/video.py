@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from .errors import ShardError
+from .limits import check_crf
 
 
 def encode_mp4(
@@ -26,6 +27,7 @@ def encode_mp4(
     visually lossless for drawn frames; lower is larger and closer). Frames are consumed one at a time;
     with ``output`` the video streams to that file (and None is returned) instead of into memory.
     """
+    check_crf(crf)
     buffer = io.BytesIO() if output is None else str(output)
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = None
@@ -54,13 +56,22 @@ def encode_mp4(
     return buffer.getvalue() if output is None else None
 
 
-def decode_mp4(data: bytes, source: str = "mp4") -> np.ndarray:
-    """Decode every frame of an mp4 to a uint8 array [T, H, W, 3] in presentation order."""
+def iter_mp4_frames(data: bytes, source: str = "mp4") -> Iterator[np.ndarray]:
+    """Yield the frames of an mp4 as uint8 [H, W, 3] arrays one at a time, in presentation order.
+
+    Raises :class:`ShardError` (one sentence naming ``source``) when the bytes are not a decodable video.
+    """
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
     except (av.error.FFmpegError, IndexError) as err:
         raise ShardError(f"{source} is not a decodable mp4 video ({err}); regenerate the movie.") from None
+
+
+def decode_mp4(data: bytes, source: str = "mp4") -> np.ndarray:
+    """Decode every frame of an mp4 to a uint8 array [T, H, W, 3] in presentation order."""
+    frames = list(iter_mp4_frames(data, source))
     if not frames:
         raise ShardError(f"{source} holds no video frames; regenerate the movie.")
     return np.stack(frames)
@@ -76,3 +87,11 @@ def probe_mp4(data: bytes) -> dict:
             "height": stream.codec_context.height,
             "fps": float(stream.average_rate) if stream.average_rate else None,
         }
+
+
+def count_mp4_frames(data: bytes, source: str = "mp4") -> int:
+    """Decode every frame of an mp4 (so a broken one is caught), keeping none; return how many there are."""
+    count = sum(1 for _ in iter_mp4_frames(data, source))
+    if not count:
+        raise ShardError(f"{source} holds no video frames; regenerate the movie.")
+    return count

@@ -49,5 +49,5 @@ def test_characters_wear_their_outfit_colour(script):
 def test_odd_or_tiny_sizes_are_refused():
     with pytest.raises(ValueError, match="even sizes"):
         StoryboardRenderer(width=321, height=240)
-    with pytest.raises(ValueError, match="at least 64"):
+    with pytest.raises(ValueError, match="even sizes of 64 to 4096"):
         StoryboardRenderer(width=32, height=32)

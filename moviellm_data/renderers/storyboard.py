@@ -16,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..limits import check_frame_size
 from ..script import MovieScript, RendererProvenance, Shot
 from .base import Renderer
 
@@ -47,14 +48,14 @@ class StoryboardRenderer(Renderer):
     """Draws storyboard keyframes.
 
     Args:
-        width, height: frame size in pixels; both must be even (H.264 with 4:2:0 chroma needs it).
+        width, height: frame size in pixels: even (H.264 with 4:2:0 chroma needs it), 64 to 4,096
+            (:mod:`moviellm_data.limits`).
     """
 
     name = "storyboard"
 
     def __init__(self, width: int = 384, height: int = 256) -> None:
-        if width < 64 or height < 64 or width % 2 or height % 2:
-            raise ValueError(f"storyboard frames must be even sizes of at least 64 pixels, got {width}x{height}")
+        check_frame_size(width, height)  # one sentence (ConfigError) for sizes no mp4 of ours can hold
         self.width = width
         self.height = height
 
