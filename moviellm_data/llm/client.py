@@ -54,6 +54,11 @@ _FORMAT_REJECTION = re.compile(r"response_format|json_schema|json_object|schema|
 BATCH_DISCOUNT = 0.5
 # Model families that take max_completion_tokens instead of max_tokens.
 _COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+#: Characters one token can stand for, at most (English averages about 4): an answer longer than max_tokens times
+#: this did not respect max_tokens, and is refused before it is parsed, validated or quoted in any later prompt.
+MAX_CHARS_PER_TOKEN = 8
+#: Characters per token assumed when an endpoint reports no usage (deliberately low, so the cost is not understated).
+CHARS_PER_TOKEN_WHEN_UNREPORTED = 3
 
 
 class LLMFatalError(MovieLLMError):
@@ -69,16 +74,17 @@ class RequestFailed(Exception):
     retried), ``gave_up`` (retries exhausted) or ``budget`` (``max_cost`` reached; see :class:`BudgetSpent`).
     """
 
-    def __init__(self, message: str, kind: str = "error") -> None:
+    def __init__(self, message: str, kind: str = "error", usage: Usage | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.usage = usage if usage is not None else Usage()  # what the call spent before it failed
 
 
 class BudgetSpent(RequestFailed):
     """The ``max_cost`` budget does not allow another request; a rerun with a larger budget continues."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, kind="budget")
+    def __init__(self, message: str, usage: Usage | None = None) -> None:
+        super().__init__(message, kind="budget", usage=usage)
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,13 @@ class ChatClient:
                 return ChatResult(value, usage, cached=True, model=hit.model)
 
         usage = Usage(cost=0.0 if self.settings.price is not None else None)
+        try:
+            return await self._ask(call, key, usage)
+        except RequestFailed as err:
+            err.usage = usage  # what the failed call cost is the caller's to count too (a movie's spending)
+            raise
+
+    async def _ask(self, call: ChatCall, key: str, usage: Usage) -> ChatResult:
         repair: list[dict] = []
         max_tokens = self.settings.max_tokens
         rounds = 0
@@ -297,17 +310,28 @@ class ChatClient:
                 raise RequestFailed(f"{call.label}: the model refused to answer ({self._short(refusal)})", "refused")
             if choice.finish_reason == "content_filter":
                 raise RequestFailed(f"{call.label}: the endpoint's content filter stopped the answer", "filtered")
+            too_long = len(content or "") > max_tokens * MAX_CHARS_PER_TOKEN
             try:
+                if too_long:  # checked before parsing: the endpoint ignored max_tokens
+                    raise AnswerInvalid([f"the answer is {len(content):,} characters long, more than {max_tokens} "
+                                         "tokens can hold; answer within the limits"])
                 data = extract_json(content)
                 value = self._validate(call, data)
             except AnswerInvalid as err:
                 cut_off = choice.finish_reason == "length"
-                what = f"was cut off at {max_tokens} tokens" if cut_off else f"failed validation ({self._short(err)})"
+                what = (f"was {len(content):,} characters, more than max_tokens={max_tokens} allows" if too_long
+                        else f"was cut off at {max_tokens} tokens" if cut_off
+                        else f"failed validation ({self._short(err)})")
                 if rounds >= self.settings.max_repairs:
                     raise RequestFailed(f"{call.label}: the answer {what} after {rounds} repair rounds",
-                                        "truncated" if cut_off else "invalid") from None
+                                        "truncated" if cut_off or too_long else "invalid") from None
                 rounds += 1
-                if cut_off:
+                if too_long:
+                    # Asked again as it was: quoting a runaway answer back would cost as much again in prompt tokens.
+                    repair = []
+                    logger.info("%s: answer of %d characters ignored max_tokens; asking again", call.label,
+                                len(content))
+                elif cut_off:
                     # More room, same question: repairing a half-written answer rarely works.
                     max_tokens = min(max_tokens * 2, self.settings.max_tokens_cap)
                     logger.info("%s: answer cut off; asking again with max_tokens=%d", call.label, max_tokens)
@@ -409,9 +433,9 @@ class ChatClient:
                 else:
                     bad = self._malformed(response)
                     if bad is None:
-                        self._account(response, estimate, usage)
+                        self._account(response, estimate, usage, kwargs)
                         return response
-                    self.meter.release(estimate)
+                    self._settle_unusable(response, estimate, usage)
                     problem = bad
             if retries >= self.settings.retry.max_retries:
                 raise RequestFailed(f"{call.label}: gave up after {retries + 1} attempts, the last one got {problem}",
@@ -450,7 +474,7 @@ class ChatClient:
                 else:
                     bad = self._malformed(response)
                     if bad is None:
-                        self._account(response, estimate, usage)
+                        self._account(response, estimate, usage, kwargs)
                         return response
                     problem = bad
             self.meter.release(estimate)
@@ -483,14 +507,31 @@ class ChatClient:
         self.usage.requests += 1
         return estimate
 
-    def _account(self, response, estimate: float, usage: Usage) -> None:
-        """Count an answered request's tokens and cost for the call and the run."""
+    def _account(self, response, estimate: float, usage: Usage, kwargs: dict) -> None:
+        """Count an answered request's tokens and cost for the call and the run.
+
+        An endpoint that reports no usage is charged an estimate from the characters sent and received, so
+        ``max_cost`` still stops a run whose endpoint hides what it bills.
+        """
         prompt_tokens, completion_tokens = _token_counts(response)
+        if not prompt_tokens and not completion_tokens:
+            sent = sum(len(str(m.get("content") or "")) for m in kwargs["messages"])
+            received = sum(len(getattr(c.message, "content", None) or "") for c in getattr(response, "choices", None)
+                           or [] if getattr(c, "message", None) is not None)
+            prompt_tokens = sent // CHARS_PER_TOKEN_WHEN_UNREPORTED + 1
+            completion_tokens = received // CHARS_PER_TOKEN_WHEN_UNREPORTED + 1
         cost = self.meter.settle(estimate, prompt_tokens, completion_tokens)
         for target in (usage, self.usage):
             target.prompt_tokens += prompt_tokens
             target.completion_tokens += completion_tokens
             target.cost = None if target.cost is None or cost is None else target.cost + cost
+
+    def _settle_unusable(self, response, estimate: float, usage: Usage) -> None:
+        """A response without a usable answer: charge the tokens it reports (the endpoint bills them), if any."""
+        if _token_counts(response) != (0, 0):
+            self._account(response, estimate, usage, {"messages": []})
+        else:
+            self.meter.release(estimate)
 
     async def _wait_cooldown(self) -> None:
         while True:
