@@ -12,7 +12,6 @@ import os
 import resource
 import subprocess
 import sys
-import textwrap
 import time
 import tracemalloc
 from pathlib import Path
@@ -28,16 +27,11 @@ from moviellm_data.sizes import StorySize
 from moviellm_data.writers import ProceduralWriter
 
 from .conftest import REPO, run_cli
+from .core_install import core_python
 
-#: What the core install (`pip install -e .`) does not have.
-OPTIONAL = ["torch", "transformers", "diffusers", "openai", "accelerate", "peft", "safetensors", "torchcodec"]
-
-
-def _core_python(code: str, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter where the optional packages cannot be imported (the core install)."""
-    prelude = f"import sys\nfor name in {OPTIONAL!r}: sys.modules[name] = None\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+def _core_python(code: str, workdir: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` as on the core install (`pip install -e .`: no torch, transformers, openai, torchcodec ...)."""
+    return core_python(code, workdir)
 
 
 def _one_sentence(stderr: str) -> str:
@@ -49,7 +43,7 @@ def _one_sentence(stderr: str) -> str:
 # ------------------------------------------------------------------------------------------ the core install
 
 
-def test_every_verb_prints_its_help_on_the_core_install():
+def test_every_verb_prints_its_help_on_the_core_install(tmp_path):
     done = _core_python("""
         import contextlib, io, json
         from moviellm_data import cli
@@ -64,7 +58,7 @@ def test_every_verb_prints_its_help_on_the_core_install():
                     code = exit.code
             report[name] = [code, out.getvalue()]
         print(json.dumps(report))
-    """)
+    """, tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert {"generate", "convert-llamavid", "train", "eval", "answer", "chat", "export", "preview"} <= set(report)
@@ -80,7 +74,7 @@ def test_the_readme_builder_snippet_runs_on_the_core_install(tmp_path):
         builder.download_and_prepare()
         movies = builder.as_dataset(split="train")
         print(len(movies), sorted(movies.column_names))
-    """)
+    """, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "4 ['__key__', '__url__', 'json', 'mp4']"
 
