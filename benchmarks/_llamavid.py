@@ -28,3 +28,16 @@ def build_model(config, device, dtype) -> LlamaVidForConditionalGeneration:
     with torch.device(device):
         model = LlamaVidForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=dtype)
     return model.eval().requires_grad_(False)
+
+
+def build_stage3_model(tiny: bool):
+    """(device, config, model) for training benchmarks: bf16 on a GPU (fp32 on the CPU), train mode, `stage3` frozen."""
+    from moviellm_model.training.trainer import apply_freeze
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    config = build_config(tiny)
+    model = build_model(config, device, dtype)
+    model.train()
+    apply_freeze(model, "stage3")
+    return device, config, model

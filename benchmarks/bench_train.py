@@ -41,9 +41,9 @@ import torch  # noqa: E402
 
 from benchmarks._common import Peak, entry_header, machine_card, peak_tflops, sync  # noqa: E402
 from benchmarks._common import parse_with_record_options  # noqa: E402
-from benchmarks._llamavid import build_config, build_model  # noqa: E402
+from benchmarks._llamavid import build_stage3_model  # noqa: E402
 from moviellm_model.training.checkpointing import keep_attention_context  # noqa: E402
-from moviellm_model.training.trainer import apply_freeze, sequence_flops  # noqa: E402
+from moviellm_model.training.trainer import sequence_flops  # noqa: E402
 
 TARGET = 1.25  # ours / reference tokens/s at 64K (issue 10), with lower peak memory
 ANSWER_TOKENS = 256
@@ -112,12 +112,8 @@ def measure(model, batch, device, steps: int) -> dict:
 
 
 def run(args) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    config = build_config(args.tiny)
-    model = build_model(config, device, dtype)
-    model.train()
-    apply_freeze(model, "stage3")
+    device, config, model = build_stage3_model(args.tiny)
+    dtype = next(model.parameters()).dtype
     card = machine_card(device)
     peak = (peak_tflops(card) or 989.0) * 1e12
     rows = []

@@ -27,10 +27,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from benchmarks.bench_model import build_config, build_model, sync  # noqa: E402
+from benchmarks._common import sync  # noqa: E402
+from benchmarks._llamavid import build_stage3_model  # noqa: E402
 from moviellm_model.losses import labelled_positions_lm_loss  # noqa: E402
 from moviellm_model.training.checkpointing import keep_attention_context  # noqa: E402
-from moviellm_model.training.trainer import apply_freeze, sequence_flops  # noqa: E402
+from moviellm_model.training.trainer import sequence_flops  # noqa: E402
 
 
 class CountSDPA(TorchDispatchMode):
@@ -68,12 +69,8 @@ def main(argv=None) -> int:
     parser.add_argument("--length", type=int, default=65536)
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    config = build_config(args.tiny)
-    model = build_model(config, device, dtype)
-    model.train()
-    apply_freeze(model, "stage3")
+    device, config, model = build_stage3_model(args.tiny)
+    dtype = next(model.parameters()).dtype
     length = 1024 if args.tiny else args.length
     frames = length // 8
     peak = 989e12

@@ -53,3 +53,9 @@ def probability(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be at most 1, got {text}")
     return value
+
+
+def looks_like_path(ref: str) -> bool:
+    """How a PATH_OR_ID option tells a path from a Hub id: ids are ``name`` or ``namespace/name``, anything else
+    (a leading ``.``, ``/`` or ``~``, more than one ``/``, a backslash) is meant as a local path."""
+    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref

@@ -12,6 +12,7 @@ it is, so nothing a person wrote is lost.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ import yaml
 from .errors import MovieLLMError
 from .features import movie_features
 from .fileio import atomic_write_text
-from .folder import CARD_NAME, CONTACT_SHEET_NAME
+from .folder import CARD_NAME, CONTACT_SHEET_NAME, SCORES_NAME
 from .shards import ManifestEntry
 
 logger = logging.getLogger(__name__)
@@ -236,11 +237,14 @@ def front_matter(entries: list[ManifestEntry], recipe: dict, pretty_name: str, l
                  root: Path | None = None) -> dict:
     """YAML metadata of a movie dataset: license, tags, tasks, size, configs with data_files, explicit features.
 
-    ``root`` (the dataset folder) lets the features include members beyond json and mp4 (a style embedding).
+    ``root`` (the dataset folder) lets the features include members beyond json and mp4 (a style embedding,
+    character portraits).
     """
-    with_style = "style.safetensors" in _members_of_first_sample(root, entries) if root is not None else False
+    members = _members_of_first_sample(root, entries) if root is not None else set()
+    features = movie_features(with_style="style.safetensors" in members,
+                              with_portraits="portraits.safetensors" in members)
     return hub_metadata(
-        pretty_name, movie_features(with_style=with_style), {"train": entries}, {"train": SHARD_PATTERN},
+        pretty_name, features, {"train": entries}, {"train": SHARD_PATTERN},
         tags=["synthetic", "video", "long-video", "movies", "webdataset", "moviellm"], size=len(entries),
         license=license, annotations_creators=["machine-generated"], language_creators=["machine-generated"],
         source_datasets=["original"],
@@ -349,6 +353,46 @@ def _resolution(recipe: dict) -> str | None:
     return None
 
 
+def read_scores_summary(root: Path | None) -> dict | None:
+    """A folder's ``scores.json`` (``moviellm score``), or None when it has none or it does not parse."""
+    if root is None or not (Path(root) / SCORES_NAME).exists():
+        return None
+    try:
+        summary = json.loads((Path(root) / SCORES_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        logger.warning("%s does not parse; the card leaves the scores out (run moviellm score again).", Path(root) / SCORES_NAME)
+        return None
+    return summary if isinstance(summary, dict) and isinstance(summary.get("metrics"), dict) else None
+
+
+def scores_section(summary: dict | None) -> str:
+    """The card's "Quality scores" section from a ``scores.json`` summary ("" without one)."""
+    if not summary:
+        return ""
+    models = summary.get("models") or {}
+
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    rows = [f"| {m.get('label', name)} | {number(m.get('mean'))} | {number(m.get('std'))} | {number(m.get('min'))} | "
+            f"{number(m.get('max'))} | {m.get('count', 0)} {m.get('over', '')} |"
+            for name, m in summary["metrics"].items()]
+    return "\n".join([
+        "",
+        "## Quality scores",
+        "",
+        f"Measured with `moviellm score` over {summary.get('movies', '?')} movies ({summary.get('keyframes', '?')} "
+        f"keyframes): prompt alignment with `{models.get('clip', '?')}` against each shot's prompt without the style "
+        f"token, consistency with `{models.get('consistency', '?')}` (cosine similarities; higher is closer). "
+        "Per-movie values are in `scores.jsonl`.",
+        "",
+        "| metric | mean | std | min | max | over |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
 def dataset_card_text(entries: list[ManifestEntry], recipe: dict, repo_or_path: str, pretty_name: str | None = None,
                       contact_sheet: str | None = None, root: Path | None = None) -> str:
     """The card of a movie dataset from the template ``dataset_card.md`` (unsealed)."""
@@ -362,6 +406,7 @@ def dataset_card_text(entries: list[ManifestEntry], recipe: dict, repo_or_path: 
         pretty_name=pretty_name,
         contact_sheet=sheet,
         statistics=_table(stats.rows(_resolution(recipe))),
+        scores=scores_section(read_scores_summary(root)),
         load_path=repo_or_path,
         export_command=(f"moviellm pull {repo_or_path} --out movies && moviellm export llamavid movies --out llamavid-data"
                         if "/" in repo_or_path and not Path(repo_or_path).exists()
@@ -536,6 +581,7 @@ def merge_model_results(folder: str | Path, results: Sequence[EvalRow], model_na
 __all__ = [
     "CardError", "EvalRow", "MovieStatistics", "card_features", "check_model_card_folder", "dataset_card_text",
     "evaluation_table", "front_matter", "hub_metadata", "is_unedited", "load_card", "merge_model_results",
-    "model_card_text", "render", "seal", "size_category", "template", "write_card", "write_dataset_card",
+    "model_card_text", "read_scores_summary", "render", "scores_section", "seal", "size_category", "template",
+    "write_card", "write_dataset_card",
     "write_folder_card", "write_model_card",
 ]

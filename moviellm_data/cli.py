@@ -120,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra and not getattr(getattr(args, "run", None), "accepts_extra_options", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.extra_options = extra
+        args.argv = list(argv)  # what was parsed, for recipes that record their command (not sys.argv: main(argv))
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         return args.run(args)

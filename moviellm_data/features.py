@@ -42,8 +42,12 @@ def feature_of(annotation: Any):
     raise TypeError(f"no datasets feature for {annotation!r}")
 
 
-def movie_features(with_style: bool = False):
-    """Features of one WebDataset movie sample as `datasets` loads it."""
+def movie_features(with_style: bool = False, with_portraits: bool = False):
+    """Features of one WebDataset movie sample as `datasets` loads it.
+
+    ``with_style``: the sample carries the learned style embedding (``style.safetensors``); ``with_portraits``: the
+    character portraits its frames were conditioned on (``portraits.safetensors``). Both are bytes.
+    """
     import datasets
 
     features = {
@@ -54,4 +58,6 @@ def movie_features(with_style: bool = False):
     }
     if with_style:
         features["style.safetensors"] = datasets.Value("binary")
+    if with_portraits:
+        features["portraits.safetensors"] = datasets.Value("binary")
     return datasets.Features(features)

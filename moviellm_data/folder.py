@@ -10,6 +10,8 @@ is what ``moviellm push`` publishes and ``load_dataset`` reads:
 ``manifest.jsonl``      one line per sample of a complete shard (:data:`MANIFEST_NAME`)
 ``<prefix>-NNNNN.tar``  WebDataset shards (``movies-r0000-00000.tar``, ``bench-00000.tar``, ``test-00000.tar``)
 ``contact_sheet.png``   frames of the first movies, drawn for the card (:data:`CONTACT_SHEET_NAME`)
+``scores.jsonl``        ``moviellm score``: quality scores, one line per movie (:data:`MOVIE_SCORES_NAME`)
+``scores.json``         ``moviellm score``: the dataset's summary of them, shown in the card (:data:`SCORES_NAME`)
 ``.moviellm/``          work files that are never published: staging, manifest parts, locks, the LLM cache
 ======================  ==========================================================================
 
@@ -49,6 +51,8 @@ RECIPE_NAME = "pipeline.yaml"
 CARD_NAME = "README.md"
 MANIFEST_NAME = "manifest.jsonl"
 CONTACT_SHEET_NAME = "contact_sheet.png"
+MOVIE_SCORES_NAME = "scores.jsonl"
+SCORES_NAME = "scores.json"
 WORK_DIR = ".moviellm"
 DEFAULT_SHARD_BYTES = 1_000_000_000
 

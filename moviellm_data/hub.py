@@ -25,6 +25,7 @@ taken on the command line and never appear in a message.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import glob
 import hashlib
 import json
@@ -95,16 +96,24 @@ def parse_repo_id(text: str, option: str = "--repo") -> str:
 # ------------------------------------------------------------------------------------- local files
 
 
-def publishable_files(root: str | Path) -> list[str]:
-    """Files of a dataset folder that belong on the Hub, as sorted relative POSIX paths, card excluded.
+#: What a training run leaves beside the saved model and a model repository should not get: resumable checkpoints
+#: (optimizer states: several times the model's size), the Trainer's pickled arguments, per-rank sample logs.
+TRAINING_LEFTOVERS = ("checkpoint-*", "training_args.bin", "samples-rank*.jsonl")
 
-    Hidden paths (``.moviellm/``, ``.cache/``, temporary ``.*.tmp`` files) and ``*.tmp`` stay local.
+
+def publishable_files(root: str | Path, exclude: Sequence[str] = ()) -> list[str]:
+    """Files of a dataset (or model) folder that belong on the Hub, as sorted relative POSIX paths, card excluded.
+
+    Hidden paths (``.moviellm/``, ``.cache/``, temporary ``.*.tmp`` files) and ``*.tmp`` stay local, and so does
+    anything whose first path part matches one of the ``exclude`` glob patterns.
     """
     root = Path(root)
     files = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or path.name.endswith(".tmp"):
+            continue
+        if any(fnmatch.fnmatch(rel.parts[0], pattern) for pattern in exclude):
             continue
         if path.is_file() and not path.is_symlink() and rel.as_posix() != CARD_NAME:
             files.append(rel.as_posix())
@@ -257,7 +266,8 @@ def push_model(folder: str | Path, repo_id: str, private: bool = False, endpoint
 
     Resumable and idempotent like :func:`push_dataset`; the card (README.md, with the ``model-index``
     that ``moviellm eval --model-card`` fills) is checked before anything is sent and committed last.
-    A folder without a card gets one from the model-card template.
+    A folder without a card gets one from the model-card template. What training leaves beside the model
+    (:data:`TRAINING_LEFTOVERS`: ``checkpoint-N/`` folders, ``training_args.bin``, sample logs) stays local.
     """
     from .card import write_model_card
 
@@ -305,7 +315,7 @@ def _push_folder(root: Path, repo_id: str, repo_type: str, private: bool, endpoi
         if private and not info.private:
             result.warnings.append(f"{repo_id} already exists and is public; it stays public.")
         doing = "the upload to"
-        files = publishable_files(root)
+        files = publishable_files(root, exclude=TRAINING_LEFTOVERS if repo_type == "model" else ())
         cache = _HashCache(root)
         try:
             if uploader == "large-folder":

@@ -337,6 +337,10 @@ class _RankPacker:
         if style is not None:
             self._write_staged(f"{script.id}.style.safetensors", lambda tmp: tmp.write_bytes(style),
                                f"staging the style of movie {script.id}")
+        portraits = renderer.portraits(script)  # what the frames just drawn were conditioned on
+        if portraits is not None:
+            self._write_staged(f"{script.id}.portraits.safetensors", lambda tmp: tmp.write_bytes(portraits),
+                               f"staging the portraits of movie {script.id}")
         # The JSON goes last: its presence marks the staged movie complete.
         self._write_staged(f"{script.id}.json", lambda tmp: tmp.write_text(rendered.to_json(), encoding="utf-8"),
                            f"staging movie {script.id}")
@@ -381,6 +385,6 @@ class _RankPacker:
             fh.write(line + "\n")
 
 
-def command_line() -> str:
-    """The command as typed, for the recipe (arguments quoted)."""
-    return " ".join(shlex.quote(a) for a in ["moviellm", *sys.argv[1:]])
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed, for the recipe (arguments quoted): `argv` as `cli.main` parsed it, else sys.argv."""
+    return " ".join(shlex.quote(a) for a in ["moviellm", *(sys.argv[1:] if argv is None else argv)])

@@ -170,6 +170,10 @@ class RendererProvenance(_Strict):
     height: int
     fps: int = FRAMES_PER_SECOND
     style_embedding_sha256: str | None = None
+    sampler: str | None = Field(default=None, description="The preset's sampler recipe, e.g. 'dpmsolver++', 'lcm'.")
+    timesteps: list[int] | None = Field(default=None, description="Fixed denoising timesteps, when the recipe has them.")
+    distilled_weights: str | None = Field(default=None, description="Few-step weights (Hub id or path) the UNet ran with.")
+    distilled_kind: str | None = Field(default=None, description="lightning, hyper, dmd2 or lcm: how they are sampled.")
 
 
 class Provenance(_Strict):

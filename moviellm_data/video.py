@@ -56,25 +56,28 @@ def encode_mp4(
     return buffer.getvalue() if output is None else None
 
 
-def iter_mp4_frames(data: bytes, source: str = "mp4") -> Iterator[np.ndarray]:
-    """Yield the frames of an mp4 as uint8 [H, W, 3] arrays one at a time, in presentation order.
+def decode_mp4(data: bytes, source: str = "mp4") -> np.ndarray:
+    """Decode every frame of an mp4 to a uint8 array [T, H, W, 3] in presentation order."""
+    return np.stack(list(iter_mp4_frames(data, source)))
 
-    Raises :class:`ShardError` (one sentence naming ``source``) when the bytes are not a decodable video.
+
+def iter_mp4_frames(data: bytes, source: str = "mp4", threads: bool = False) -> Iterator[np.ndarray]:
+    """The frames of an mp4 one at a time (uint8 [H, W, 3], presentation order), for movies too long to hold whole.
+
+    ``threads`` lets FFmpeg decode on several cores (the frames are the same).
     """
+    count = 0
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
+            if threads:
+                container.streams.video[0].thread_type = "AUTO"
             for frame in container.decode(video=0):
+                count += 1
                 yield frame.to_ndarray(format="rgb24")
     except (av.error.FFmpegError, IndexError) as err:
         raise ShardError(f"{source} is not a decodable mp4 video ({err}); regenerate the movie.") from None
-
-
-def decode_mp4(data: bytes, source: str = "mp4") -> np.ndarray:
-    """Decode every frame of an mp4 to a uint8 array [T, H, W, 3] in presentation order."""
-    frames = list(iter_mp4_frames(data, source))
-    if not frames:
+    if not count:
         raise ShardError(f"{source} holds no video frames; regenerate the movie.")
-    return np.stack(frames)
 
 
 def probe_mp4(data: bytes) -> dict:
@@ -91,7 +94,4 @@ def probe_mp4(data: bytes) -> dict:
 
 def count_mp4_frames(data: bytes, source: str = "mp4") -> int:
     """Decode every frame of an mp4 (so a broken one is caught), keeping none; return how many there are."""
-    count = sum(1 for _ in iter_mp4_frames(data, source))
-    if not count:
-        raise ShardError(f"{source} holds no video frames; regenerate the movie.")
-    return count
+    return sum(1 for _ in iter_mp4_frames(data, source))  # an mp4 without frames is refused by the iterator

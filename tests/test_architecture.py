@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"folder"},  # the dataset folder: file names, recipe, locks, resumable packing, manifest
     {"llm", "prompts"},  # the chat client (its cache lives in a folder's work files), chat prompt templates
     {"writers", "renderers"},  # who writes scripts and who draws frames
-    {"card", "preview"},  # what a folder shows: its card, its contact sheet and HTML pages
+    {"card", "preview", "scoring"},  # what a folder shows: its card, contact sheet, HTML pages and quality scores
     {"export", "pipeline"},  # training formats; the generate job
     {"backends"},  # writer and renderer backends the command line chooses between
     {"options"},  # option definitions shared by several verbs

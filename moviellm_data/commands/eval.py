@@ -62,7 +62,7 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate(args.predictions, args.protocol, settings, args.out, baseline=args.baseline,
                       both_orders=args.both_orders, cache_path=chat_cache_path(args, JUDGE, args.out),
                       attempts=args.judge_attempts, progress=not args.no_progress, model_card=args.model_card,
-                      dataset_id=args.dataset_id, command=command_line())
+                      dataset_id=args.dataset_id, command=command_line(args.argv))
     run = report.run
     print(f"{run['title']}, {run['model_label']}" + (f" vs {run['baseline_label']}" if run["baseline"] else "")
           + f": {_summary(run)}")

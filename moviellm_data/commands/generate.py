@@ -16,7 +16,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     themes = read_themes_file(args.themes_file) if args.themes_file else args.themes
     options = GenerateOptions(out=args.out, movies=args.movies, seed=args.seed, themes=themes,
-                              shard_bytes=args.shard_size, crf=args.crf, command=command_line())
+                              shard_bytes=args.shard_size, crf=args.crf, command=command_line(args.argv))
     writer = build_writer(args)
     renderer = build_renderer(args)
     result = generate(options, writer, renderer, progress=not args.no_progress)

@@ -34,7 +34,7 @@ def run_render(args: argparse.Namespace) -> int:
     scripts = read_scripts(args.scripts)
     renderer = build_renderer(args)
     result = render(args.scripts, args.out, renderer, shard_bytes=args.shard_size, crf=args.crf,
-                    progress=not args.no_progress, command=command_line(), scripts=scripts)
+                    progress=not args.no_progress, command=command_line(args.argv), scripts=scripts)
     print(f"{result.out}: rendered {movies(result.written)}, {result.skipped} already there, "
           f"{len(result.failed)} failed; the dataset holds {movies(result.total_in_dataset)}.")
     for failure in result.failed:

@@ -29,6 +29,11 @@ class Renderer(ABC):
         """The movie's style embedding as safetensors bytes, or None when the renderer learns none."""
         return None
 
+    def portraits(self, script: MovieScript) -> bytes | None:
+        """After :meth:`render_frames`: the character portraits the frames were conditioned on (safetensors bytes,
+        :mod:`~moviellm_data.renderers.portraits`), or None when the renderer uses none."""
+        return None
+
     @abstractmethod
     def provenance(self, script: MovieScript) -> RendererProvenance:
         """What made this movie's frames (model ids, settings, seeds)."""

@@ -12,11 +12,14 @@ comes from settings that do not change the recipe (:mod:`.speed`): batching, fus
 projections, channels-last memory, ``torch.compile`` of the UNets (batches are padded to a fixed size so
 that the compiled graph is reused), the fastest SDPA kernel, a bf16 VAE. Memory options (CPU offload,
 VAE tiling, decode batch) let smaller cards render the same recipe. Characters stay consistent through
-an optional IP-Adapter (:mod:`.ip_adapter`).
+an optional IP-Adapter (:mod:`.ip_adapter`), whose portraits ship with the movie. Fewer model evaluations come from
+the ``solver`` preset (DPM-Solver++, :mod:`.samplers`) and the ``few-step`` preset (distilled weights,
+:mod:`.distilled`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import logging
@@ -28,13 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..argtypes import looks_like_path
 from ..errors import ConfigError
 from ..script import MovieScript, RendererProvenance, Style
 from .base import Renderer
+from .distilled import load_distilled_weights
 from .frame_prompts import frame_prompt, frame_seed, stable_seed, style_image_prompts
 from .ip_adapter import CharacterReferences, load_ip_adapter
 from .noise import starting_latents
+from .portraits import portraits_bytes
 from .presets import DEFAULT_MODEL
+from .samplers import with_sampler
 from .settings import RenderSettings
 from .speed import (
     attention_context,
@@ -65,11 +72,6 @@ STYLE_SUBJECTS = (
 )
 
 
-def _looks_like_path(ref: str) -> bool:
-    """Hub ids are ``name`` or ``namespace/name``; anything else is meant as a local path."""
-    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref
-
-
 def load_pipeline(auto_class, ref: str, option: str, role: str, **kwargs):
     """``auto_class.from_pretrained(ref)`` with one clear sentence for a missing or wrong model."""
     local = Path(ref).expanduser()
@@ -80,7 +82,7 @@ def load_pipeline(auto_class, ref: str, option: str, role: str, **kwargs):
                 "give a folder saved with save_pretrained or a Hub model id."
             )
         ref = str(local)
-    elif _looks_like_path(ref):
+    elif looks_like_path(ref):
         raise ConfigError(
             f"{option} {ref} does not exist; give an existing diffusers pipeline folder or a Hub model id "
             f"such as {DEFAULT_MODEL}."
@@ -132,6 +134,7 @@ class DiffusionRenderer(Renderer):
         self._styles: OrderedDict[str, bytes] = OrderedDict()  # style key -> safetensors bytes (small LRU)
         self._installed: dict[str, str] = {}  # token -> style key currently installed
         self.references = CharacterReferences(self) if self.settings.ip_adapter is not None else None
+        self.distilled_format: str | None = None  # "lora" or "unet" once distilled weights are loaded
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------ recipe
@@ -160,6 +163,8 @@ class DiffusionRenderer(Renderer):
             "frame_seeds": s.frame_seeds,
             "style": self.style_training.describe() if s.style == "train" else None,
             "ip_adapter": None if s.ip_adapter is None else s.ip_adapter.describe(),
+            # Sampler, fixed timesteps and distilled weights, where they differ from the model's defaults.
+            **s.recipe(),
         }
 
     def provenance(self, script: MovieScript) -> RendererProvenance:
@@ -171,7 +176,10 @@ class DiffusionRenderer(Renderer):
         return RendererProvenance(
             name=self.name, model=s.model, refiner=self.refiner, preset=s.preset.name,
             scheduler=type(self._base.scheduler).__name__, steps=s.steps, guidance_scale=s.guidance_scale,
-            seed=s.seed, width=s.width, height=s.height, style_embedding_sha256=digest,
+            seed=s.seed, width=s.width, height=s.height, style_embedding_sha256=digest, sampler=s.sampler,
+            timesteps=None if s.timesteps is None else list(s.timesteps),
+            distilled_weights=None if s.distilled is None else s.distilled.weights,
+            distilled_kind=None if s.distilled is None else s.distilled.kind,
         )
 
     # --------------------------------------------------------------------------------------- loading
@@ -217,6 +225,11 @@ class DiffusionRenderer(Renderer):
             )
         if refiner is not None and not isinstance(refiner, StableDiffusionXLImg2ImgPipeline):
             raise ConfigError(f"the refiner {self.refiner} is a {type(refiner).__name__}, not an SDXL image-to-image pipeline.")
+        # Our own shallow copies with the recipe's sampler: a pipeline the caller handed in keeps its scheduler.
+        base, refiner = with_sampler(base, s.sampler), with_sampler(refiner, s.sampler)
+        if s.distilled is not None:
+            base = base if base is not self._given[0] else copy.copy(base)
+            self.distilled_format = load_distilled_weights(base, s.distilled)
         if s.style == "train":
             check_style_capable(base)
         for pipe in (base, refiner):
@@ -384,10 +397,14 @@ class DiffusionRenderer(Renderer):
             guidance_scale=s.guidance_scale, generator=generators, width=s.width, height=s.height,
             latents=starting_latents(self._base, generators, s.width, s.height), output_type="latent",
         )
+        if s.timesteps is not None:
+            kwargs["timesteps"] = list(s.timesteps)
         if refine:
             kwargs["denoising_end"] = self.refiner_switch
         if ip_embeds is not None:
-            kwargs["ip_adapter_image_embeds"] = CharacterReferences.batch_embeds(ip_embeds)
+            # Without classifier-free guidance (distilled presets) the pipeline takes the positive embeds alone.
+            guided = s.guidance_scale > 1 and self._base.unet.config.time_cond_proj_dim is None
+            kwargs["ip_adapter_image_embeds"] = CharacterReferences.batch_embeds(ip_embeds, guided)
         latents = self._base(**kwargs).images
         if refine:
             latents = self._refiner(
@@ -429,10 +446,17 @@ class DiffusionRenderer(Renderer):
         kwargs = dict(prompt=prompts, generator=generators, output_type="np")
         s = self.settings
         optional = dict(negative_prompt=negatives, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
-                        width=s.width, height=s.height)
+                        width=s.width, height=s.height, timesteps=None if s.timesteps is None else list(s.timesteps))
+        optional = {k: v for k, v in optional.items() if v is not None}
         kwargs.update({k: v for k, v in optional.items() if k in accepted})
         images = self._base(**kwargs).images
         return [(np.asarray(im) * 255).round().astype(np.uint8) for im in images]
+
+    def portraits(self, script: MovieScript) -> bytes | None:
+        """The portraits the IP-Adapter conditioned this movie's frames on (after :meth:`render_frames`), or None."""
+        if self.references is None:
+            return None
+        return portraits_bytes(self.references.take_images(script.id))
 
     # ----------------------------------------------------------------------------------------- style
 
@@ -444,16 +468,24 @@ class DiffusionRenderer(Renderer):
         return self._style_bytes(script.style)[1]
 
     def style_key(self, style: Style) -> str:
-        """The cache key of a style: everything that decides its embedding."""
+        """The cache key of a style: everything that decides its embedding.
+
+        The style images are drawn, and the token learned, by the model that renders (distilled weights included),
+        so the sampler and the weights are part of the key (listed only when they differ from the defaults, so the
+        classic presets keep the keys, and the cached embeddings, they always had).
+        """
         s = self.settings
-        return style_key({
+        parts = {
             "format": "moviellm-style-v1",
             "keyword": style.keyword, "phrases": list(style.phrases), "emphasised": list(style.emphasised),
             "model": s.model, "revision": s.revision, "training": self.style_training.describe(),
             "images": {"steps": s.steps, "guidance_scale": s.guidance_scale, "width": s.width,
                        "height": s.height, "negative_prompt": s.negative_prompt},
             "seed": s.seed,
-        })
+        }
+        if s.recipe():
+            parts["sampling"] = s.recipe()
+        return style_key(parts)
 
     def _style_bytes(self, style: Style) -> tuple[str, bytes]:
         key = self.style_key(style)

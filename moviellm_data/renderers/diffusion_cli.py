@@ -10,7 +10,8 @@ import argparse
 from ..argtypes import positive_int
 from ..errors import ConfigError
 from .presets import DEFAULT_MODEL, PRESETS
-from .settings import IPAdapterSettings, RenderSettings
+from .samplers import SAMPLERS
+from .settings import DISTILLED_KINDS, FORMATS, DistilledWeights, IPAdapterSettings, RenderSettings
 
 HELP = "a diffusers text-to-image model (SDXL base + refiner by default) with learned style embeddings"
 
@@ -27,6 +28,22 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--steps", type=positive_int, default=None, help="Denoising steps (overrides the preset's, recorded).")
     group.add_argument("--guidance", type=float, default=None, help="Classifier-free guidance scale (overrides the preset's).")
     group.add_argument("--negative-prompt", default=None, help="Negative prompt (overrides the preset's quality/anatomy list).")
+    group.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
+                       help="Scheduler recipe (overrides the preset's or the distilled kind's, recorded): "
+                            + "; ".join(f"{n}: {v.description}" for n, v in SAMPLERS.items()) + ".")
+    group.add_argument("--distilled-weights", default=None, metavar="PATH_OR_ID",
+                       help="Few-step weights for --preset few-step: a Hub id, folder or .safetensors file, as LoRA or "
+                            "whole UNet weights (read from the file), e.g. ByteDance/SDXL-Lightning.")
+    group.add_argument("--distilled-kind", choices=sorted(DISTILLED_KINDS), default=None,
+                       help="How the weights were distilled, which decides the sampler, steps and guidance their "
+                            "authors prescribe: " + "; ".join(f"{k}: {r.source}" for k, r in DISTILLED_KINDS.items()) + ".")
+    group.add_argument("--distilled-weight-name", default=None, metavar="FILE",
+                       help="The weights file inside --distilled-weights, e.g. sdxl_lightning_4step_lora.safetensors.")
+    group.add_argument("--distilled-subfolder", default="", help="Subfolder of the weights inside --distilled-weights.")
+    group.add_argument("--distilled-format", choices=FORMATS, default="auto",
+                       help="lora or unet; auto (default) reads it from the weights.")
+    group.add_argument("--distilled-lora-scale", type=float, default=1.0,
+                       help="Strength a distilled LoRA is fused with. Default: 1.0, as the cards use.")
     group.add_argument("--batch-size", type=positive_int, default=None, help="Shots per pipeline call. Default: the preset's (fast: 8).")
     group.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None,
                        help="Weights and activations of the UNets and text encoders. Default: float16 (use float32 on CPU).")
@@ -70,6 +87,7 @@ def settings_from_args(args: argparse.Namespace) -> RenderSettings:
         model=args.image_model, refiner=args.refiner, preset=args.preset,
         width=getattr(args, "width", None), height=getattr(args, "height", None),
         steps=args.steps, guidance_scale=args.guidance, negative_prompt=args.negative_prompt,
+        sampler=args.sampler, distilled=distilled_from_args(args),
         seed=args.render_seed, frame_seeds=args.frame_seeds,
         style=args.style, style_steps=args.style_steps, style_images=args.style_images, style_cache=args.style_cache,
         gradient_checkpointing=args.gradient_checkpointing, ip_adapter=ip_adapter,
@@ -77,6 +95,20 @@ def settings_from_args(args: argparse.Namespace) -> RenderSettings:
         compile_mode=args.compile_mode, attention=args.attention, device=args.device, offload=args.offload,
         vae_tiling=args.vae_tiling, decode_batch=args.decode_batch,
     )
+
+
+def distilled_from_args(args: argparse.Namespace) -> DistilledWeights | None:
+    """The :class:`DistilledWeights` of ``--distilled-*``, or None without ``--distilled-weights``."""
+    if not args.distilled_weights:
+        if args.distilled_kind:
+            raise ConfigError("--distilled-kind was given without --distilled-weights; name the weights too.")
+        return None
+    if not args.distilled_kind:
+        raise ConfigError("--distilled-weights needs --distilled-kind (lightning, hyper, dmd2 or lcm): the kind decides "
+                          "the sampler, steps and guidance the weights were distilled for.")
+    return DistilledWeights(args.distilled_weights, args.distilled_kind, weight_name=args.distilled_weight_name,
+                            subfolder=args.distilled_subfolder, format=args.distilled_format,
+                            lora_scale=args.distilled_lora_scale)
 
 
 def build(args: argparse.Namespace):

@@ -3,7 +3,7 @@
 Each character that appears in a movie gets a portrait, rendered once per movie from its lookalike
 description in the movie's style; the frames a character appears in (its first character, when several
 are in the frame) are conditioned on that portrait's image embeds, frames with nobody on neutral embeds
-(the negative embeds of a blank image).
+(the negative embeds of a blank image). The portraits themselves ship with the movie (:mod:`.portraits`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class CharacterReferences:
     def __init__(self, renderer) -> None:
         self.renderer = renderer
         self.portraits: dict[str, dict] = {}  # movie id -> {character name: (positive, negative) image embeds}
+        self.images: dict[str, dict] = {}  # movie id -> {character name: uint8 portrait}, until shipped
         self._neutral = None
 
     def encode(self, image):
@@ -77,28 +78,39 @@ class CharacterReferences:
         neutral = self.neutral()
         portraits = self.portraits.get(script.id)
         if portraits is None:
-            portraits = {}
+            portraits, images = {}, {}
             settings = self.renderer.settings
             characters = [c for c in script.characters if any(c.name in shot.characters for shot in shots)]
             prompts = [portrait_prompt(c, style_word) for c in characters]
             for start in range(0, len(prompts), settings.batch_size):
                 chunk = characters[start:start + settings.batch_size]
                 seeds = [stable_seed("moviellm-portrait", settings.seed, script.id, c.name) for c in chunk]
-                images = self.renderer.render_prompts(prompts[start:start + settings.batch_size], seeds)
-                for character, image in zip(chunk, images):
+                drawn = self.renderer.render_prompts(prompts[start:start + settings.batch_size], seeds)
+                for character, image in zip(chunk, drawn):
                     portraits[character.name] = self.encode(Image.fromarray(image))
+                    images[character.name] = image
             self.portraits[script.id] = portraits
+            self.images[script.id] = images
+            while len(self.images) > 8:  # portraits nobody took (rendering outside a dataset job): keep a few
+                self.images.pop(next(iter(self.images)))
         return [portraits[shot.characters[0]] if shot.characters else neutral for shot in shots]
 
     def forget(self, movie_id: str) -> None:
-        """Drop a finished movie's portraits."""
+        """Drop a finished movie's portrait embeds (its portrait images wait for :meth:`take_images`)."""
         self.portraits.pop(movie_id, None)
 
+    def take_images(self, movie_id: str) -> dict:
+        """The movie's portraits as uint8 images by character name (once: they are dropped here)."""
+        return self.images.pop(movie_id, {})
+
     @staticmethod
-    def batch_embeds(per_frame) -> list:
-        """``ip_adapter_image_embeds`` for a batch: [negatives of every frame; positives of every frame]."""
+    def batch_embeds(per_frame, guided: bool = True) -> list:
+        """``ip_adapter_image_embeds`` for a batch: [negatives of every frame; positives of every frame] when the
+        pipeline runs classifier-free guidance (``guided``), the positives alone otherwise."""
         import torch
 
-        negatives = torch.cat([neg[None] for _, neg in per_frame])
         positives = torch.cat([pos[None] for pos, _ in per_frame])
+        if not guided:
+            return [positives]
+        negatives = torch.cat([neg[None] for _, neg in per_frame])
         return [torch.cat([negatives, positives])]

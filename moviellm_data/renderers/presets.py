@@ -13,6 +13,12 @@ another preset or overriding a field by name, and both are recorded in the datas
   call, fused attention projections, channels-last memory, ``torch.compile`` of both UNets on CUDA, VAE
   decoded in bf16 (which, unlike fp16, does not overflow in the SDXL VAE).
 - ``draft``: a different, cheaper look for previews: base model only, 20 steps, 768 x 768.
+- ``solver``: fewer model evaluations with a better ODE solver: DPM-Solver++ (2M, Karras sigmas) in 24 steps with
+  the reference's base/refiner split at 0.75 and guidance, computed like ``fast``. A different image from the
+  reference (another sampler), meant to show the same thing.
+- ``few-step``: distilled few-step weights (SDXL-Lightning, Hyper-SD, DMD2, LCM-LoRA; ``RenderSettings.distilled``),
+  sampled as their authors prescribe (:data:`~.distilled.DISTILLED_KINDS`: the sampler, 4-8 steps, guidance off),
+  base model only, computed like ``fast``.
 """
 
 from __future__ import annotations
@@ -133,7 +139,9 @@ class RenderPreset:
 
     Recipe (decides the image): ``steps``, ``refiner_switch`` (fraction of the schedule the base model
     denoises before the refiner takes over; None renders with the base model only), ``guidance_scale``,
-    ``width``/``height``, ``negative_prompt``, ``style``.
+    ``width``/``height``, ``negative_prompt``, ``style``, ``sampler`` (a name from :data:`~.samplers.SAMPLERS`;
+    ``model`` keeps the model's own scheduler) and ``distilled`` (the recipe needs distilled few-step weights,
+    whose kind then decides the sampler, steps and guidance).
 
     Execution (decides the speed; the image only up to floating-point rounding): ``batch_size`` (shots
     per pipeline call), ``dtype`` (UNets and text encoders), ``vae_dtype`` (None decodes as diffusers
@@ -156,6 +164,8 @@ class RenderPreset:
     compile: bool = False
     channels_last: bool = False
     fuse_qkv: bool = False
+    sampler: str = "model"
+    distilled: bool = False
 
     def recipe(self) -> dict:
         """The fields that decide the image, for the dataset recipe."""
@@ -166,8 +176,14 @@ class RenderPreset:
             "width": self.width,
             "height": self.height,
             "negative_prompt": self.negative_prompt,
+            "sampler": self.sampler,
+            "distilled": self.distilled,
         }
 
+
+# How the batched presets are computed (the image only up to floating-point rounding): many shots per call, a bf16
+# VAE, torch.compile on CUDA, channels-last memory, fused attention projections.
+BATCHED_EXECUTION = dict(batch_size=8, vae_dtype="bfloat16", compile=True, channels_last=True, fuse_qkv=True)
 
 PRESETS: dict[str, RenderPreset] = {
     "reference": RenderPreset(
@@ -177,11 +193,7 @@ PRESETS: dict[str, RenderPreset] = {
     "fast": RenderPreset(
         name="fast",
         description="the reference recipe (same image up to half-precision rounding), batched and compiled",
-        batch_size=8,
-        vae_dtype="bfloat16",
-        compile=True,
-        channels_last=True,
-        fuse_qkv=True,
+        **BATCHED_EXECUTION,
     ),
     "draft": RenderPreset(
         name="draft",
@@ -191,11 +203,24 @@ PRESETS: dict[str, RenderPreset] = {
         width=768,
         height=768,
         style=StyleTraining(images=4).with_total_steps(100),
-        batch_size=8,
-        vae_dtype="bfloat16",
-        compile=False,
-        channels_last=True,
-        fuse_qkv=True,
+        **{**BATCHED_EXECUTION, "compile": False},
+    ),
+    "solver": RenderPreset(
+        name="solver",
+        description="DPM-Solver++ (2M, Karras sigmas) in 24 steps, base/refiner split at 0.75, batched and compiled",
+        steps=24,
+        sampler="dpmsolver++",
+        **BATCHED_EXECUTION,
+    ),
+    "few-step": RenderPreset(
+        name="few-step",
+        description="distilled few-step weights (--distilled-weights, --distilled-kind) sampled as their authors "
+                    "prescribe (4-8 steps, guidance off), base model only, batched and compiled",
+        steps=4,
+        refiner_switch=None,
+        guidance_scale=0.0,
+        distilled=True,
+        **BATCHED_EXECUTION,
     ),
 }
 

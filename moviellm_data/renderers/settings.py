@@ -24,11 +24,79 @@ from ..errors import ConfigError
 from ..limits import check_frame_size
 from .frame_prompts import FRAME_SEED_SCHEMES
 from .presets import DEFAULT_MODEL, DEFAULT_REFINER, RenderPreset, StyleTraining, get_preset
+from .samplers import SAMPLERS
 
 DTYPES = ("float16", "bfloat16", "float32")
 OFFLOAD_MODES = ("none", "model", "sequential")
 ATTENTION_BACKENDS = ("default", "auto", "flash", "cudnn", "efficient", "math")
 STYLE_MODES = ("train", "none")
+
+
+#: How distilled weights are stored: read from the weights (``auto``), a LoRA, or whole UNet weights.
+FORMATS = ("auto", "lora", "unet")
+
+
+@dataclass(frozen=True)
+class DistilledRecipe:
+    """How weights of one kind are sampled: the sampler name, steps, guidance, and fixed timesteps if any."""
+
+    sampler: str
+    steps: int
+    guidance_scale: float
+    timesteps: tuple[int, ...] | None = None
+    source: str = ""
+
+
+DISTILLED_KINDS: dict[str, DistilledRecipe] = {
+    "lightning": DistilledRecipe("euler-trailing", 4, 0.0, None,
+                                 "ByteDance/SDXL-Lightning: EulerDiscreteScheduler, timestep_spacing trailing, guidance 0"),
+    "hyper": DistilledRecipe("ddim-trailing", 8, 0.0, None,
+                             "ByteDance/Hyper-SD: DDIMScheduler, timestep_spacing trailing, guidance 0 (CFG LoRAs: 5-8)"),
+    "dmd2": DistilledRecipe("lcm", 4, 0.0, (999, 749, 499, 249),
+                            "tianweiy/DMD2: LCMScheduler at timesteps 999, 749, 499, 249, guidance 0"),
+    "lcm": DistilledRecipe("lcm", 4, 1.0, None,
+                           "latent-consistency/lcm-lora-sdxl: LCMScheduler, 2-8 steps, guidance off or 1-2"),
+}
+
+
+@dataclass(frozen=True)
+class DistilledWeights:
+    """Few-step weights for the SDXL UNet and the kind of distillation that made them.
+
+    Args:
+        weights: a Hub id, a folder, or a ``.safetensors`` file.
+        kind: ``lightning``, ``hyper``, ``dmd2`` or ``lcm`` (:data:`DISTILLED_KINDS`): decides the sampler.
+        weight_name: the file inside ``weights`` (e.g. ``sdxl_lightning_4step_lora.safetensors``); None: the folder
+            is a diffusers UNet folder, or holds diffusers' ``pytorch_lora_weights.safetensors``.
+        subfolder: where the weights are inside ``weights``.
+        format: ``auto`` (read from the weights), ``lora`` or ``unet``.
+        lora_scale: the strength a LoRA is fused with (the cards use 1.0).
+    """
+
+    weights: str
+    kind: str
+    weight_name: str | None = None
+    subfolder: str = ""
+    format: str = "auto"
+    lora_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in DISTILLED_KINDS:
+            raise ConfigError(f"--distilled-kind must be one of {', '.join(DISTILLED_KINDS)}, got {self.kind!r}; "
+                              "it names how the weights were distilled and so how they are sampled.")
+        if self.format not in FORMATS:
+            raise ConfigError(f"--distilled-format must be one of {', '.join(FORMATS)}, got {self.format!r}.")
+        object.__setattr__(self, "weights", str(self.weights))
+        object.__setattr__(self, "lora_scale", float(self.lora_scale))
+
+    @property
+    def recipe(self) -> DistilledRecipe:
+        return DISTILLED_KINDS[self.kind]
+
+    def describe(self) -> dict:
+        """What decides the frames, for the dataset recipe."""
+        return {"weights": self.weights, "kind": self.kind, "weight_name": self.weight_name,
+                "subfolder": self.subfolder, "format": self.format, "lora_scale": self.lora_scale}
 
 
 @dataclass(frozen=True)
@@ -72,11 +140,17 @@ class RenderSettings:
         revision: model revision (branch, tag or commit) for Hub ids.
 
     Recipe (None: the preset's value):
-        preset: a name from :data:`~.presets.PRESETS` (``fast``, ``reference``, ``draft``) or a
-            :class:`~.presets.RenderPreset`.
+        preset: a name from :data:`~.presets.PRESETS` (``fast``, ``reference``, ``draft``, ``solver``, ``few-step``)
+            or a :class:`~.presets.RenderPreset`.
         width, height, steps, guidance_scale, negative_prompt: the keyframe recipe.
+        sampler: a name from :data:`~.samplers.SAMPLERS` (the scheduler and its options).
         seed: renderer seed mixed into every frame seed.
         frame_seeds: ``movie`` (from movie id and frame index) or ``dreamframe`` (20 + frame index).
+
+    Distilled weights (the ``few-step`` preset, and only it):
+        distilled: :class:`~.distilled.DistilledWeights`; their kind gives the sampler, steps, guidance and fixed
+            timesteps where the preset leaves them open (named overrides still win; the kind's fixed timesteps apply
+            only at its own step count). :attr:`timesteps` holds the result.
 
     Style:
         style: ``train`` learns (or reuses from cache) each movie's style embedding; ``none`` prompts with the
@@ -112,6 +186,8 @@ class RenderSettings:
     steps: int | None = None
     guidance_scale: float | None = None
     negative_prompt: str | None = None
+    sampler: str | None = None
+    distilled: DistilledWeights | None = None
     seed: int = 0
     frame_seeds: str = "movie"
     style: str = "train"
@@ -134,13 +210,25 @@ class RenderSettings:
 
     def __post_init__(self) -> None:
         preset = get_preset(self.preset) if isinstance(self.preset, str) else self.preset
+        if preset.distilled and self.distilled is None:
+            raise ConfigError(f"the {preset.name} preset needs distilled few-step weights: pass --distilled-weights "
+                              "PATH_OR_ID and --distilled-kind lightning, hyper, dmd2 or lcm.")
+        if self.distilled is not None and not preset.distilled:
+            raise ConfigError(f"--distilled-weights go with --preset few-step, not {preset.name}: their sampler, steps "
+                              "and guidance are a recipe of their own.")
+        kind = self.distilled.recipe if self.distilled is not None else None
+        steps = int(self.steps if self.steps is not None else (kind.steps if kind else preset.steps))
+        timesteps = kind.timesteps if kind and kind.timesteps and len(kind.timesteps) == steps else None
         resolved = {
             "preset": preset,
             "model": str(self.model),
             "width": int(preset.width if self.width is None else self.width),
             "height": int(preset.height if self.height is None else self.height),
-            "steps": int(preset.steps if self.steps is None else self.steps),
-            "guidance_scale": float(preset.guidance_scale if self.guidance_scale is None else self.guidance_scale),
+            "steps": steps,
+            "guidance_scale": float(self.guidance_scale if self.guidance_scale is not None
+                                    else (kind.guidance_scale if kind else preset.guidance_scale)),
+            "sampler": self.sampler or (kind.sampler if kind else preset.sampler),
+            "_timesteps": timesteps,
             "negative_prompt": preset.negative_prompt if self.negative_prompt is None else self.negative_prompt,
             "seed": int(self.seed),
             "batch_size": int(preset.batch_size if self.batch_size is None else self.batch_size),
@@ -167,12 +255,36 @@ class RenderSettings:
             (self.dtype, DTYPES, "--dtype"), (self.vae_dtype or "float32", DTYPES, "--vae-dtype"),
             (self.offload, OFFLOAD_MODES, "--offload"), (self.attention, ATTENTION_BACKENDS, "--attention"),
             (self.frame_seeds, FRAME_SEED_SCHEMES, "--frame-seeds"), (self.style, STYLE_MODES, "--style"),
+            (self.sampler, tuple(SAMPLERS), "--sampler"),
         ):
             if value not in allowed:
                 raise ConfigError(f"{option} must be one of {', '.join(allowed)}, got {value!r}.")
         switch = self.preset.refiner_switch
         if switch is not None and not 0.0 < switch < 1.0:
             raise ConfigError(f"the refiner switch point must be between 0 and 1, got {switch}.")
+        if self.preset.distilled and self.refiner not in (None, "auto") and str(self.refiner).lower() != "none":
+            raise ConfigError(f"the {self.preset.name} preset renders with the distilled base model alone; "
+                              "pass --refiner none (or leave --refiner out).")
+
+    @property
+    def timesteps(self) -> tuple[int, ...] | None:
+        """Fixed denoising timesteps (DMD2's 999, 749, 499, 249 at 4 steps), or None: the sampler spaces them."""
+        return self._timesteps
+
+    def recipe(self) -> dict:
+        """The settings beyond the reference recipe's fields that decide the frames (empty for the classic presets).
+
+        Only what differs from the defaults is listed, so recipes of datasets made before samplers and distilled
+        weights existed stay the same and those datasets can be continued.
+        """
+        extra: dict = {}
+        if self.sampler != "model":
+            extra["sampler"] = self.sampler
+        if self.timesteps is not None:
+            extra["timesteps"] = list(self.timesteps)
+        if self.distilled is not None:
+            extra["distilled"] = self.distilled.describe()
+        return extra
 
     @property
     def style_training(self) -> StyleTraining:
@@ -210,4 +322,4 @@ class RenderSettings:
         return bool(self.compile)
 
 
-__all__ = ["ATTENTION_BACKENDS", "DTYPES", "IPAdapterSettings", "OFFLOAD_MODES", "RenderSettings", "STYLE_MODES"]
+__all__ = ["ATTENTION_BACKENDS", "DISTILLED_KINDS", "DTYPES", "DistilledRecipe", "DistilledWeights", "FORMATS", "IPAdapterSettings", "OFFLOAD_MODES", "RenderSettings", "STYLE_MODES"]

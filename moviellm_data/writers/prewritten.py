@@ -32,6 +32,10 @@ def _script_files(path: Path) -> Iterator[tuple[Path, str]]:
 
     if path.is_dir():
         tars = sorted(path.glob("*.tar"))
+        if tars and (path / MANIFEST_NAME).exists():
+            # A dataset folder: its movies are in its shards; its other files (scores, comparisons) are not scripts.
+            yield from ((p, "tar") for p in tars)
+            return
         jsons = sorted(p for p in path.glob("*.json") if p.is_file())
         jsonls = sorted(p for p in path.glob("*.jsonl") if p.is_file() and p.name != MANIFEST_NAME)
         if not tars and not jsons and not jsonls:

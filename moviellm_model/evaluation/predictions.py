@@ -122,10 +122,13 @@ def read_predictions(path: str | Path, option: str = "--predictions") -> Predict
                                    "see the predictions format in the README (Evaluate).") from None
     if not rows:
         raise PredictionsError(f"{path} holds no predictions; run `moviellm answer --out {path}` first.")
-    duplicates = [key for key, n in Counter(r.id for r in rows).items() if n > 1]
+    # Ids are unique within a split (Video-ChatGPT's three splits number their questions each on their own).
+    counts = Counter((r.split, r.id) for r in rows)
+    duplicates = [key for key, n in counts.items() if n > 1]
     if duplicates:
-        raise PredictionsError(f"id {duplicates[0]!r} appears {Counter(r.id for r in rows)[duplicates[0]]} times in "
-                               f"{path}; every line needs its own id (give each question a unique id).")
+        (split, id_) = duplicates[0]
+        raise PredictionsError(f"id {id_!r} appears {counts[duplicates[0]]} times in split {split!r} of {path}; "
+                               "every line of a split needs its own id (give each question a unique id).")
     benchmarks = sorted({r.benchmark for r in rows})
     if len(benchmarks) > 1:
         raise PredictionsError(f"{path} mixes benchmarks ({', '.join(benchmarks)}); judge one benchmark per "

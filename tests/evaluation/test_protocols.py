@@ -200,3 +200,14 @@ def test_movie_score_per_question_type(tmp_path):
     assert m["temporal"]["score"] == pytest.approx((2.0 + 3.5) / 2)
     assert m["all"]["score"] == pytest.approx(sum(scores.values()) / 8)
     assert m["all"]["judged"] == 8
+
+
+def test_ids_need_only_be_unique_within_a_split(tmp_path):
+    """`moviellm answer` numbers Video-ChatGPT's questions per split: one file holding all three splits is valid."""
+    from moviellm_model.evaluation.predictions import PredictionsError, read_predictions
+
+    rows = [prediction("v1_0", "video_chatgpt", "What happens?", "A man cooks.", "a", split="generic"),
+            prediction("v1_0", "video_chatgpt", "What comes first?", "He sits.", "b", split="temporal")]
+    assert len(read_predictions(write_predictions(tmp_path / "ok.jsonl", rows)).rows) == 2
+    with pytest.raises(PredictionsError, match="appears 2 times in split 'generic'"):
+        read_predictions(write_predictions(tmp_path / "bad.jsonl", [rows[0], rows[0]]))

@@ -4,47 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from moviellm_data.renderers.settings import IPAdapterSettings
-
-
-@pytest.fixture(scope="module")
-def tiny_ip_adapter(tmp_path_factory, tiny_sdxl):
-    """An IP-Adapter folder for the tiny SDXL: ``ip-adapter.safetensors`` + ``image_encoder/`` (random weights)."""
-    from diffusers import UNet2DConditionModel
-    from diffusers.models.embeddings import ImageProjection
-    from safetensors.torch import save_file
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    folder = tmp_path_factory.mktemp("ip-adapter")
-    torch.manual_seed(0)
-    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-        patch_size=8, projection_dim=16,
-    ))
-    encoder.save_pretrained(str(folder / "image_encoder"))
-
-    unet = UNet2DConditionModel.from_pretrained(str(tiny_sdxl[0]), subfolder="unet")
-    cross = unet.config.cross_attention_dim
-    tensors, key_id = {}, 1
-    for name in unet.attn_processors:  # diffusers numbers the cross-attention layers 1, 3, 5, ...
-        if name.endswith("attn1.processor"):
-            continue
-        if name.startswith("mid_block"):
-            hidden = unet.config.block_out_channels[-1]
-        elif name.startswith("up_blocks"):
-            hidden = list(reversed(unet.config.block_out_channels))[int(name[len("up_blocks.")])]
-        else:
-            hidden = unet.config.block_out_channels[int(name[len("down_blocks.")])]
-        tensors[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.3
-        tensors[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.3
-        key_id += 2
-    projection = ImageProjection(cross_attention_dim=cross, image_embed_dim=16, num_image_text_embeds=4)
-    for key, value in projection.state_dict().items():
-        tensors["image_proj." + key.replace("image_embeds", "proj")] = value.contiguous()
-    save_file(tensors, str(folder / "ip-adapter.safetensors"))
-    return folder
 
 
 def test_character_portraits_condition_their_frames(make_renderer, short_script, tiny_ip_adapter):

@@ -129,3 +129,28 @@ def test_host_memory_stays_flat_when_the_data_grows_tenfold(tiny_checkpoint, tmp
     assert [r["samples"] for r in results] == [300, 3000]
     small, large = (r["maxrss_kb"] for r in results)
     assert large <= small * 1.10, results
+
+
+def test_adjusted_and_skipped_samples_are_counted_in_the_batches(tiny_checkpoint):
+    from transformers import AutoProcessor
+
+    from moviellm_model.training import ConversationEncoder
+    from moviellm_model.training.stream import IDS_KEY, STATS_KEY
+
+    class Fixed(ListSource):
+        def __iter__(self):
+            yield Record(id="ok", source="t", turns=[("Who?", "Anna.")])
+            yield Record(id="broken", source="t", turns=[], error="sample broken: its tar member is cut short")
+            yield Record(id="long", source="t", turns=[("Why? " * 10, "Because. " * 200)])
+            yield Record(id="turns", source="t", turns=[("Who?", "Anna."), ("And then? " * 5, "She left. " * 60)])
+
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint)
+    stream = MixedStream([WeightedSource(Fixed("t", 4))], seed=0)
+    batches = TrainingBatches(stream, ConversationEncoder(processor, max_length=300), batch_size=1, window=4)
+    totals, trained = Counter(), []
+    for batch in batches:
+        totals.update(batch[STATS_KEY])
+        trained += batch[IDS_KEY]
+    assert sorted(trained) == ["ok", "turns"]
+    assert totals["samples"] == 2 and totals["skipped_corrupt"] == 1 and totals["skipped_too_long"] == 1
+    assert totals["turns_dropped"] == 1

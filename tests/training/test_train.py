@@ -259,3 +259,37 @@ def test_train_help_works_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0 and "--config" in result.stdout and "--KEY VALUE" in result.stdout
+
+
+_FROM_HUB = """
+import json
+import moviellm_model
+from huggingface_hub import ModelCard
+from transformers import AutoModelForImageTextToText, AutoProcessor
+model = AutoModelForImageTextToText.from_pretrained("org/tiny-tuned")
+processor = AutoProcessor.from_pretrained("org/tiny-tuned")
+card = ModelCard.load("org/tiny-tuned")
+print(json.dumps({"sum": float(sum(p.double().sum() for p in model.parameters())), "query": model.config.qformer_query,
+                  "tag": card.data.pipeline_tag, "video_id": processor.video_token_id}))
+"""
+
+
+def test_moviellm_push_publishes_the_trained_folder(tiny_run, tmp_path):
+    from tests.hub.hub_server import HubServer
+    from tests.publish.publish_support import cli, python
+    from transformers import AutoModelForImageTextToText
+
+    out, _ = tiny_run
+    with HubServer() as hub:
+        env = hub.env(tmp_path / "hf-home")
+        pushed = cli("push", str(out), "--repo", "org/tiny-tuned", "--no-progress", env=env)
+        assert pushed.returncode == 0, pushed.stderr
+        remote = set(hub.files("model", "org/tiny-tuned"))
+        loaded = python(_FROM_HUB, env=env)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= remote
+    assert not any(name.startswith((".moviellm", "checkpoint-")) for name in remote)  # no training leftovers
+    got = json.loads(loaded.stdout.strip().splitlines()[-1])
+    local = AutoModelForImageTextToText.from_pretrained(out)
+    assert got["sum"] == pytest.approx(float(sum(p.double().sum() for p in local.parameters())), rel=1e-9)
+    assert got["query"] == "question" and got["tag"] == "video-text-to-text"
