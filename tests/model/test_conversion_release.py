@@ -174,3 +174,17 @@ def test_the_pickle_refusal_points_to_legacy_pickle_whatever_torch_calls_it(tmp_
     with pytest.raises(ConversionError, match=r"Python objects besides tensors, .*\(Unsupported operand \d+\); if you "
                                               r"trust the file, rerun with --legacy-pickle\.$"):
         _convert(parts, tmp_path / "o2", qformer=newer)
+
+
+def test_the_readme_says_which_rope_reproduces_the_published_long_movie_numbers(tmp_path, tokenizer_dirs, processor):
+    """The README's statement names settings that exist and that the converter fills (the emulation itself is checked
+    against transformers 4.31's formula in tests/model/test_modeling.py::test_original_rope_precision_option)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = readme.split("**Which RoPE reproduces the published long-movie numbers.**", 1)[1].split("\n\n", 1)[0]
+    assert 'model.config.original_rope_precision = "float16"' in paragraph and "load in float16" in paragraph
+    assert "original_rope_inv_freq_dtype" in paragraph
+    parts = _build(tmp_path, tokenizer_dirs, processor, llm_dtype=torch.bfloat16)
+    _convert(parts, tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["original_rope_inv_freq_dtype"] == "bfloat16" and config["original_rope_precision"] is None
+    assert config["text_config"]["rope_parameters"]["rope_type"] == "linear"
