@@ -70,7 +70,8 @@ class RequestFailed(Exception):
 
     ``kind`` says why, for callers that count failures by cause: ``refused`` (the model declined),
     ``filtered`` (the endpoint's content filter), ``invalid`` (no valid answer after the repair rounds),
-    ``truncated`` (still cut off at the longest allowed answer), ``http`` (a status that cannot be
+    ``truncated`` (still cut off at the longest allowed answer), ``too_long`` (longer than ``max_tokens`` allows:
+    the endpoint ignores it), ``http`` (a status that cannot be
     retried), ``gave_up`` (retries exhausted) or ``budget`` (``max_cost`` reached; see :class:`BudgetSpent`).
     """
 
@@ -310,28 +311,23 @@ class ChatClient:
                 raise RequestFailed(f"{call.label}: the model refused to answer ({self._short(refusal)})", "refused")
             if choice.finish_reason == "content_filter":
                 raise RequestFailed(f"{call.label}: the endpoint's content filter stopped the answer", "filtered")
-            too_long = len(content or "") > max_tokens * MAX_CHARS_PER_TOKEN
+            if len(content or "") > max_tokens * MAX_CHARS_PER_TOKEN:
+                # Checked before parsing: the endpoint ignored max_tokens, and asking again (or quoting the answer
+                # back in a repair) would only pay for another runaway answer.
+                raise RequestFailed(f"{call.label}: the answer was {len(content):,} characters, more than "
+                                    f"max_tokens={max_tokens} allows; the endpoint does not respect max_tokens",
+                                    "too_long")
             try:
-                if too_long:  # checked before parsing: the endpoint ignored max_tokens
-                    raise AnswerInvalid([f"the answer is {len(content):,} characters long, more than {max_tokens} "
-                                         "tokens can hold; answer within the limits"])
                 data = extract_json(content)
                 value = self._validate(call, data)
             except AnswerInvalid as err:
                 cut_off = choice.finish_reason == "length"
-                what = (f"was {len(content):,} characters, more than max_tokens={max_tokens} allows" if too_long
-                        else f"was cut off at {max_tokens} tokens" if cut_off
-                        else f"failed validation ({self._short(err)})")
+                what = f"was cut off at {max_tokens} tokens" if cut_off else f"failed validation ({self._short(err)})"
                 if rounds >= self.settings.max_repairs:
                     raise RequestFailed(f"{call.label}: the answer {what} after {rounds} repair rounds",
-                                        "truncated" if cut_off or too_long else "invalid") from None
+                                        "truncated" if cut_off else "invalid") from None
                 rounds += 1
-                if too_long:
-                    # Asked again as it was: quoting a runaway answer back would cost as much again in prompt tokens.
-                    repair = []
-                    logger.info("%s: answer of %d characters ignored max_tokens; asking again", call.label,
-                                len(content))
-                elif cut_off:
+                if cut_off:
                     # More room, same question: repairing a half-written answer rarely works.
                     max_tokens = min(max_tokens * 2, self.settings.max_tokens_cap)
                     logger.info("%s: answer cut off; asking again with max_tokens=%d", call.label, max_tokens)
