@@ -111,7 +111,7 @@ def _torch_load(path: Path, legacy_pickle: bool = False) -> dict[str, Any]:
                 return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - turned into one sentence for the user
         text = str(error)
-        refused = _SAFE_LOADER_REFUSAL.search(text)
+        refused = _SAFE_LOADER_REFUSAL.search(text) if _is_torch_save_file(path) else None
         if refused is not None:
             blocked = _BLOCKED_GLOBAL.search(text)
             warning = (f" It asks for {blocked.group(1)}, which no checkpoint needs: it may be malicious, do not load "
@@ -123,6 +123,20 @@ def _torch_load(path: Path, legacy_pickle: bool = False) -> dict[str, Any]:
         detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
         detail = detail[0].strip() if detail and detail[0].strip() else type(error).__name__
         raise ConversionError(f"{path} could not be read as a PyTorch checkpoint ({detail}).") from None
+
+
+def _is_torch_save_file(path: Path) -> bool:
+    """A file torch.save wrote: a zip archive (torch >= 1.6) or a legacy pickle stream (it starts with PROTO, 0x80).
+
+    Anything else that the weights-only loader refuses is simply not a checkpoint (its bytes read as unknown opcodes).
+    """
+    import zipfile
+
+    with open(path, "rb") as handle:
+        if handle.read(1) == b"\x80":
+            return True
+        handle.seek(0)
+        return zipfile.is_zipfile(handle)
 
 
 # How torch's weights-only loader says a file holds more than tensors. The wording changes between releases: "Unsupported
