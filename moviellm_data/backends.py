@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import MovieLLMError
+from .limits import MAX_FRAME_SIDE, MIN_FRAME_SIDE, frame_side
 from .renderers.base import Renderer
 from .writers.base import Writer
 
@@ -54,17 +55,18 @@ def _build_procedural(args: argparse.Namespace) -> Writer:
 
 
 def _storyboard_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--width", type=int, default=None, help="Frame width in pixels. Default: 384 (storyboard).")
-    group.add_argument("--height", type=int, default=None, help="Frame height in pixels. Default: 256 (storyboard).")
+    sides = f"an even number of {MIN_FRAME_SIDE} to {MAX_FRAME_SIDE}"
+    group.add_argument("--width", type=frame_side, default=None,
+                       help=f"Frame width in pixels, {sides}. Default: 384 (storyboard), the preset's (diffusers).")
+    group.add_argument("--height", type=frame_side, default=None,
+                       help=f"Frame height in pixels, {sides}. Default: 256 (storyboard), the preset's (diffusers).")
 
 
 def _build_storyboard(args: argparse.Namespace) -> Renderer:
     from .renderers.storyboard import StoryboardRenderer
 
-    try:
-        return StoryboardRenderer(width=args.width or 384, height=args.height or 256)
-    except ValueError as err:
-        raise MovieLLMError(f"{err}; choose other --width/--height.") from None
+    return StoryboardRenderer(width=384 if args.width is None else args.width,
+                              height=256 if args.height is None else args.height)
 
 
 register_writer(Backend("procedural", "offline, deterministic genre grammars (default)", _procedural_arguments, _build_procedural))

@@ -2,6 +2,10 @@
 
 Every user mistake is reported as one sentence on stderr with a non-zero exit status, never as a
 traceback; an interrupted job is continued by running the same command again.
+
+Exit statuses: 0 done; 1 done in part (a verb reports what failed, e.g. movies the writer gave up on); 2 a mistake in
+the command (options, paths, recipes); 3 the system or a codec library failed (a full disk, an unwritable folder, a
+file that cannot be read or encoded: the sentence names the path or the stage); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .errors import MovieLLMError
+from .errors import MovieLLMError, SystemFailure, describe_os_error, library_errors
 
 EXIT_USER_ERROR = 2
+EXIT_SYSTEM_ERROR = 3
 EXIT_INTERRUPTED = 130
 
 # Each verb registers (name, help, add_arguments, run); modules add their own verbs here.
@@ -33,6 +38,15 @@ def verb(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser]
         return run
 
     return register
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 movie``, ``2 movies``: a count with its noun, for the one-line summaries verbs print."""
+    return f"{count} {noun if count == 1 else (plural_form or noun + 's')}"
+
+
+def movies(count: int) -> str:
+    return plural(count, "movie")
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -73,11 +87,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                     "evaluate LLaMA-VID on them.",
     )
     parser.add_argument("--version", action="version", version=f"moviellm {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="Log more.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log more (also accepted after the verb).")
+    # `-v` after the verb too (`moviellm generate -v ...`); SUPPRESS keeps a -v given before the verb.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="Log more.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
     # `generate`, the job a newcomer runs first, heads the list; the others follow in registration order.
     for name, help_text, add_arguments, run in sorted(_VERBS, key=lambda entry: entry[0] != "generate"):
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         if build_all or chosen == name:
             add_arguments(p)
         p.set_defaults(run=run)
@@ -107,9 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         return args.run(args)
+    except SystemFailure as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_SYSTEM_ERROR
     except MovieLLMError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except library_errors() as err:  # not wrapped in a `stage` on its way: name what the error names
+        detail = describe_os_error(err) if isinstance(err, OSError) else (str(err).strip().splitlines() or [""])[0]
+        print(f"{prog}: error: {detail or type(err).__name__}; fix the cause and run the same command again.",
+              file=sys.stderr)
+        return EXIT_SYSTEM_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; run the same command again to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED

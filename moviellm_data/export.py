@@ -4,7 +4,7 @@
 
 - ``OUT/long_videoqa.json``: LLaVA-style samples in the LongVideoQA layout, one per QA pair::
 
-      {"id": "m000000_ab12cd34_007", "video": "m000000_ab12cd34.safetensors",
+      {"id": "m000000_ab12cd34_007", "video": "videos/m000000_ab12cd34.safetensors",
        "conversations": [{"from": "human", "value": "<movie>\\n<question>"}, {"from": "gpt", "value": "<answer>"}],
        "movie_id": ..., "qa_type": "plot", "evidence": [start, end], "num_frames": T, "tokens_per_frame": 2}
 
@@ -23,6 +23,16 @@
   run the vision tower themselves.
 - ``OUT/export.yaml``: what made the export (source, settings, counts), so a rerun can check it continues
   the same export.
+
+``video`` paths are relative to the export folder (``videos/<id>.<ext>``), so ``OUT`` is the original trainer's
+``--video_folder`` (its stage-3 script passes the data root). Every movie's mp4 is decoded and its frames counted
+against the script before anything of it is written: a member that is not a video, or a video shorter than its
+timeline, stops the export with one sentence instead of conversations about frames that do not exist.
+
+The ``frames`` export is for trainers that run the vision tower themselves (ours: ``moviellm train`` with a
+``llava`` source). The original LLaMA-VID trainer reads an mp4 as a *short* video: it samples it and collapses the
+per-frame placeholders into one ``<image>``, so it does not train the long-video path from it; give it ``eva``
+features with ``legacy_pickle`` instead.
 
 ``legacy_pickle=True`` writes the original format instead: ``<id>.pkl`` = pickle of {"feats", "inputs"} and a
 human turn with a single ``<image>`` that the original trainer replaces by ``inputs`` (section 1.8). Pickle
@@ -55,11 +65,11 @@ from moviellm_model.input_format import (
 from moviellm_model.input_format import movie_inputs as _movie_inputs
 
 from . import __version__
-from .errors import ConfigError, ShardError
-from .fileio import atomic_write_text
+from .errors import ConfigError, ShardError, stage
+from .fileio import atomic_write_text, make_writable_folder, replacing
 from .preview import iter_frames
 from .script import QA_TYPES, MovieScript
-from .shards import iter_tar_samples, resolve_shards
+from .shards import MovieSample, iter_movie_samples, resolve_shards
 
 logger = logging.getLogger(__name__)
 
@@ -257,10 +267,9 @@ def write_features(path: Path, feats: np.ndarray, inputs: str, movie_id: str, mo
 
     metadata = {"format": FEATURES_FORMAT, "movie_id": movie_id, "inputs": inputs, "num_frames": str(len(feats)),
                 "model": model, "layout": "frames x (class token + patches) x width; video_features = feats[:, 1:]"}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"feats": np.ascontiguousarray(feats, dtype=np.float16)}, str(tmp), metadata=metadata)
-    _readable(tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file({"feats": np.ascontiguousarray(feats, dtype=np.float16)}, str(tmp), metadata=metadata)
+        _readable(tmp)
 
 
 def _readable(path: Path) -> None:
@@ -272,10 +281,8 @@ def _readable(path: Path) -> None:
 
 def write_legacy_pickle(path: Path, feats: np.ndarray, inputs: str) -> None:
     """The original extractor's file: a pickled dict {"feats": float16 [T, 257, 1408], "inputs": str}."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
         pickle.dump({"feats": np.ascontiguousarray(feats, dtype=np.float16), "inputs": inputs}, fh, protocol=4)
-    os.replace(tmp, path)
 
 
 def _complete(path: Path, script: MovieScript) -> bool:
@@ -294,9 +301,12 @@ def _complete(path: Path, script: MovieScript) -> bool:
 
 
 def _video_name(script: MovieScript, options: ExportOptions) -> str:
+    """The movie's file, relative to the export folder (the original trainer's ``--video_folder``)."""
     if options.features == "frames":
-        return f"{script.id}.mp4"
-    return f"{script.id}.pkl" if options.legacy_pickle else f"{script.id}.safetensors"
+        name = f"{script.id}.mp4"
+    else:
+        name = f"{script.id}.pkl" if options.legacy_pickle else f"{script.id}.safetensors"
+    return f"{VIDEOS_DIR}/{name}"
 
 
 # -------------------------------------------------------------------------------------------- export
@@ -317,7 +327,9 @@ def _prepare_out(out: Path, settings: dict) -> None:
             changed = sorted(k for k in settings if (earlier or {}).get(k) != settings[k])
             raise ConfigError(f"{out} holds an export made with other settings ({', '.join(changed)} differ); "
                               "rerun with the same options or choose a new --out.")
-    (out / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
+    make_writable_folder(out / VIDEOS_DIR, "export folder")
+    if not settings_path.exists():  # claim the folder first: a run that fails half-way is continued by a rerun
+        _write_settings(settings_path, settings, ExportResult(out=out, json_path=out / JSON_NAME))
 
 
 def export_llamavid(source: str | Path, options: ExportOptions, progress: bool = True,
@@ -335,27 +347,23 @@ def export_llamavid(source: str | Path, options: ExportOptions, progress: bool =
     result = ExportResult(out=out, json_path=out / JSON_NAME)
     samples: list[dict] = []
     seen: set[str] = set()
-    bar = tqdm(desc="export", unit="movie", disable=not progress)
-    with bar:
-        for shard in shards:
-            for key, members in iter_tar_samples(shard):
-                if "json" not in members or "mp4" not in members:
-                    raise ShardError(f"sample {key} in {shard} lacks its json or mp4 member; regenerate the dataset.")
-                script = MovieScript.from_json(members["json"], source=f"{shard}:{key}.json")
-                if script.id in seen:
-                    continue  # the same movie in two shards: export it once
-                seen.add(script.id)
-                video = _video_name(script, options)
-                path = out / VIDEOS_DIR / video
-                if _complete(path, script):
-                    result.skipped += 1
-                else:
-                    _write_movie(path, script, members["mp4"], options, extractor, result)
-                    result.written += 1
-                result.files.append(path)
-                samples.extend(conversation_samples(script, video, options))
-                result.movies += 1
-                bar.update(1)
+    with tqdm(desc="export", unit="movie", disable=not progress) as bar:
+        for movie in iter_movie_samples(shards):  # scripts validated, ids checked against their sample keys
+            script = movie.script
+            if script.id in seen:
+                continue  # the same movie in two shards: export it once
+            seen.add(script.id)
+            video = _video_name(script, options)
+            path = out / video
+            if _complete(path, script):
+                result.skipped += 1
+            else:
+                _write_movie(path, movie, options, extractor, result)
+                result.written += 1
+            result.files.append(path)
+            samples.extend(conversation_samples(script, video, options))
+            result.movies += 1
+            bar.update(1)
     if not result.movies:
         raise ShardError(f"{source} holds no movies to export.")
     _write_json(result.json_path, samples)
@@ -364,31 +372,32 @@ def export_llamavid(source: str | Path, options: ExportOptions, progress: bool =
     return result
 
 
-def _write_movie(path: Path, script: MovieScript, mp4: bytes, options: ExportOptions,
+def _write_movie(path: Path, movie: MovieSample, options: ExportOptions,
                  extractor: EvaFeatureExtractor | None, result: ExportResult) -> None:
+    """One movie's file: its mp4 once decoded and counted, or the features of every frame (checked likewise)."""
+    script = movie.script
     if options.features == "frames":
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(mp4)
-        os.replace(tmp, path)
+        movie.check_video()  # a member that is not a video, or a short one, is refused before anything is copied
+        with stage(f"copying the video of movie {script.id} to {path}"), replacing(path) as tmp:
+            tmp.write_bytes(movie.mp4)
         return
     assert extractor is not None
-    feats = extractor(iter_frames(mp4, source=f"{script.id}.mp4"))
+    feats = extractor(iter_frames(movie.mp4, source=f"{movie.where}.mp4"))
     if len(feats) != script.num_frames:
-        raise ShardError(f"{script.id}.mp4 has {len(feats)} frames but its script has {script.num_frames}; "
+        raise ShardError(f"{movie.where}.mp4 has {len(feats)} frames but its script has {script.num_frames}; "
                          "regenerate the movie.")
     result.feature_shape = list(feats.shape)
     inputs = movie_inputs(script)
-    if options.legacy_pickle:
-        write_legacy_pickle(path, feats, inputs)
-    else:
-        write_features(path, feats, inputs, script.id, extractor.name)
+    with stage(f"writing the features of movie {script.id} to {path}"):
+        if options.legacy_pickle:
+            write_legacy_pickle(path, feats, inputs)
+        else:
+            write_features(path, feats, inputs, script.id, extractor.name)
 
 
 def _write_json(path: Path, samples: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with stage(f"writing {path}"), replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(samples, fh, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
 
 
 def _write_settings(path: Path, settings: dict, result: ExportResult) -> None:
@@ -399,7 +408,8 @@ def _write_settings(path: Path, settings: dict, result: ExportResult) -> None:
             pass
     document = {
         "moviellm_version": __version__,
-        "format": "LLaMA-VID LongVideoQA (llamavid-spec.md section 3); video_folder = videos/",
+        "format": "LLaMA-VID LongVideoQA (llamavid-spec.md section 3); video paths relative to this folder "
+                  "(the trainer's --video_folder)",
         "settings": settings,
         "movies": result.movies,
         "samples": result.samples,

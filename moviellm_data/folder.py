@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .errors import ConfigError, ShardError
+from .errors import ConfigError, ShardError, stage
 from .fileio import atomic_write_text
 from .shards import (
     ManifestEntry,
@@ -252,7 +252,8 @@ class ShardSeries:
         numbers = [int(p.stem.rsplit("-", 1)[1]) for p in self.shards()]
         shard = self.root / f"{self.prefix}-{max(numbers, default=-1) + 1:05d}.tar"
         write_shard(shard, samples)
-        append_manifest(self.manifest, self.describe(shard, samples))
+        with stage(f"listing {shard.name} in {self.manifest}"):  # a rerun lists it if this fails (see recover)
+            append_manifest(self.manifest, self.describe(shard, samples))
         return shard
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +27,10 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .card import write_dataset_card
-from .errors import ConfigError
+from .errors import ConfigError, stage
+from .fileio import replacing
 from .folder import DEFAULT_SHARD_BYTES, DatasetFolder, ShardSeries, now, read_recipe, write_recipe
+from .limits import check_crf, check_movies, check_themes
 from .renderers.base import Renderer
 from .script import MovieScript
 from .shards import ManifestEntry, manifest_entries_for
@@ -62,19 +64,24 @@ class GenerateOptions:
     command: str | None = None
 
     def __post_init__(self) -> None:
+        # Every bound is checked here, before generate() creates anything (moviellm_data.limits).
         self.out = Path(self.out)
-        if not isinstance(self.movies, int) or self.movies < 1:
-            raise ConfigError(f"--movies must be at least 1, got {self.movies}.")
+        check_movies(self.movies)
+        check_crf(self.crf)
         if self.shard_bytes < 1:
             raise ConfigError(f"the shard size must be positive, got {self.shard_bytes} bytes.")
         if self.themes is not None:
             self.themes = [t.strip() for t in self.themes if t and t.strip()]
             if not self.themes:
                 raise ConfigError("the theme list is empty; give at least one theme or leave themes out.")
+            check_themes(self.themes)
 
 
 @dataclass
 class GenerateResult:
+    """What one call made. ``written`` counts the movies this call added to the dataset, those a killed run had
+    already staged (written and rendered, not yet packed) included; ``skipped`` those that were there before."""
+
     out: Path
     written: int = 0
     skipped: int = 0
@@ -95,14 +102,37 @@ def distributed_rank() -> tuple[int, int]:
     return rank, world
 
 
-def plan_requests(movies: int, seed: int, themes: list[str] | None) -> list[MovieRequest]:
-    """The movies of a dataset, index by index; independent of how many processes share the work."""
-    requests = []
-    for index in range(movies):
-        movie_seed = derive_seed(seed, index)
+class PlannedRequests(Sequence[MovieRequest]):
+    """The movies of a dataset, index by index, computed when asked for: planning a million movies costs nothing.
+
+    Movie ``i``'s seed derives from the run seed and ``i``, its theme from the theme list (or the built-in one), so
+    the plan is independent of how many processes share the work.
+    """
+
+    def __init__(self, movies: int, seed: int, themes: list[str] | None) -> None:
+        self.movies, self.seed, self.themes = movies, seed, themes
+
+    def __len__(self) -> int:
+        return self.movies
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.movies))]
+        if not -self.movies <= index < self.movies:
+            raise IndexError(f"movie {index} is not planned (the run has {self.movies})")
+        index %= self.movies
+        movie_seed = derive_seed(self.seed, index)
+        themes = self.themes
         theme = themes[index % len(themes)] if themes else DEFAULT_THEMES[movie_seed % len(DEFAULT_THEMES)]
-        requests.append(MovieRequest(id=make_movie_id(index, movie_seed, theme), index=index, theme=theme, seed=movie_seed))
-    return requests
+        return MovieRequest(id=make_movie_id(index, movie_seed, theme), index=index, theme=theme, seed=movie_seed)
+
+    def __iter__(self) -> Iterator[MovieRequest]:
+        return (self[i] for i in range(self.movies))
+
+
+def plan_requests(movies: int, seed: int, themes: list[str] | None) -> PlannedRequests:
+    """The movies of a dataset, index by index (a lazy sequence); independent of how many processes share the work."""
+    return PlannedRequests(movies, seed, themes)
 
 
 def read_themes_file(path: str | Path) -> list[str]:
@@ -116,6 +146,10 @@ def read_themes_file(path: str | Path) -> list[str]:
     themes = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not themes:
         raise ConfigError(f"themes file {path} has no themes; write one theme per line.")
+    try:
+        check_themes(themes)
+    except ConfigError as err:
+        raise ConfigError(f"themes file {path}: {err}") from None
     return themes
 
 
@@ -183,13 +217,20 @@ def generate(
         packer = _RankPacker(folder, rank, options)
         done = packer.recover()
         planned = requests if requests is not None else plan_requests(options.movies, options.seed, options.themes)
-        mine = [r for r in planned if r.index % world_size == rank]
-        todo = [r for r in mine if r.id not in done]
-        result.skipped = len(mine) - len(todo)
+        mine = range(rank, len(planned), world_size)  # indices into the plan: never a list of every request
         staged = packer.staged_ids()
-        to_write = [r for r in todo if r.id not in staged]
+        # Staged by a killed run (written and rendered, not packed): packed now, counted as written by this run.
+        already = 0
+        for i in mine:
+            movie_id = planned[i].id
+            if movie_id in done:
+                result.skipped += 1
+            elif movie_id in staged:
+                already += 1
+        to_write = (request for request in map(planned.__getitem__, mine)
+                    if request.id not in done and request.id not in staged)
         bar = tqdm(
-            total=len(todo),
+            total=len(mine) - result.skipped,
             initial=0,
             desc=f"movies (rank {rank})" if world_size > 1 else "movies",
             unit="movie",
@@ -197,9 +238,9 @@ def generate(
             position=rank if world_size > 1 else None,
         )
         with bar:
-            already = len(todo) - len(to_write)
             if already:
                 bar.update(already)
+                result.written += already
             packer.pack_if_full()
             for item in writer.write_many(to_write):
                 if isinstance(item, WriteFailure):
@@ -292,22 +333,23 @@ class _RankPacker:
         rendered.provenance.renderer = renderer.provenance(script)
         rendered.provenance.created_at = now()
         self._write_staged(f"{script.id}.mp4", lambda tmp: encode_mp4(
-            renderer.render_frames(script), fps=1, crf=self.options.crf, output=tmp))
+            renderer.render_frames(script), fps=1, crf=self.options.crf, output=tmp), f"encoding movie {script.id}")
         if style is not None:
-            self._write_staged(f"{script.id}.style.safetensors", lambda tmp: tmp.write_bytes(style))
+            self._write_staged(f"{script.id}.style.safetensors", lambda tmp: tmp.write_bytes(style),
+                               f"staging the style of movie {script.id}")
         portraits = renderer.portraits(script)  # what the frames just drawn were conditioned on
         if portraits is not None:
-            self._write_staged(f"{script.id}.portraits.safetensors", lambda tmp: tmp.write_bytes(portraits))
+            self._write_staged(f"{script.id}.portraits.safetensors", lambda tmp: tmp.write_bytes(portraits),
+                               f"staging the portraits of movie {script.id}")
         # The JSON goes last: its presence marks the staged movie complete.
-        self._write_staged(f"{script.id}.json", lambda tmp: tmp.write_text(rendered.to_json(), encoding="utf-8"))
+        self._write_staged(f"{script.id}.json", lambda tmp: tmp.write_text(rendered.to_json(), encoding="utf-8"),
+                           f"staging movie {script.id}")
 
-    def _write_staged(self, name: str, write: Callable[[Path], object]) -> None:
-        """Have ``write`` fill a temporary file, make it durable, then rename it into place."""
-        tmp = self.staging / f"{name}.tmp"
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.staging / name)
+    def _write_staged(self, name: str, write: Callable[[Path], object], what: str) -> None:
+        """Have ``write`` fill a temporary file, make it durable, then rename it into place (nothing left on failure)."""
+        path = self.staging / name
+        with stage(f"{what} ({path})"), replacing(path, tmp=self.staging / f"{name}.tmp", durable=True) as tmp:
+            write(tmp)
 
     def _staged_samples(self) -> list[tuple[str, dict[str, Path]]]:
         """Staged movies as (key, {ext: file}); the files are streamed into the shard, not loaded."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,12 +27,13 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import ConfigError, ShardError
-from .fileio import atomic_write_text
-from .folder import CONTACT_SHEET_NAME
+from .errors import ConfigError, ShardError, stage
+from .fileio import atomic_write_text, make_writable_folder, replacing
+from .folder import CONTACT_SHEET_NAME, MANIFEST_NAME
 from .renderers.storyboard import colour_of
 from .script import MovieScript
-from .shards import iter_tar_samples, resolve_shards
+from .shards import count_samples, iter_movie_samples, read_manifest
+from .video import iter_mp4_frames
 
 TEMPLATES = Path(__file__).parent / "templates" / "preview"
 PREVIEW_MARKER = ".moviellm-preview"
@@ -46,12 +46,7 @@ SHEET_TEXT = (235, 235, 235)
 
 def iter_frames(mp4: bytes, source: str = "mp4") -> Iterator[np.ndarray]:
     """Yield the frames of an mp4 as uint8 [H, W, 3] arrays one at a time, in presentation order."""
-    try:
-        with av.open(io.BytesIO(mp4), mode="r") as container:
-            for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
-    except (av.error.FFmpegError, IndexError) as err:
-        raise ShardError(f"{source} is not a decodable mp4 video ({err}); regenerate the movie.") from None
+    return iter_mp4_frames(mp4, source)
 
 
 # Decoding on is cheaper than seeking when the next wanted frame is this close.
@@ -208,10 +203,10 @@ def dataset_contact_sheet(source: str | Path, max_movies: int = 8, frames_per_mo
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write a PNG atomically. Pillow writes no timestamp, so equal pixels give equal bytes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with stage(f"writing {path}"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as tmp:
+            image.save(tmp, format="PNG")
     return path
 
 
@@ -222,15 +217,18 @@ def write_dataset_contact_sheet(root: str | Path) -> Path:
 
 
 def _iter_movies(source: str | Path, limit: int | None = None) -> Iterator[tuple[MovieScript, bytes]]:
-    count = 0
-    for shard in resolve_shards(source):
-        for key, members in iter_tar_samples(shard):
-            if limit is not None and count >= limit:
-                return
-            if "json" not in members or "mp4" not in members:
-                raise ShardError(f"sample {key} in {shard} lacks its json or mp4 member; regenerate the dataset.")
-            yield MovieScript.from_json(members["json"], source=f"{shard}:{key}.json"), members["mp4"]
-            count += 1
+    for count, sample in enumerate(iter_movie_samples(source)):
+        if limit is not None and count >= limit:
+            return
+        yield sample.script, sample.mp4
+
+
+def _movie_count(source: Path, limit: int | None) -> int:
+    """How many movies a preview will show (for the progress bar): the manifest's count, else the tars' headers."""
+    entries = read_manifest(source / MANIFEST_NAME) if source.is_dir() else []
+    listed = {e.shard for e in entries}
+    total = len(entries) if entries and listed == {p.name for p in source.glob("*.tar")} else count_samples(source)
+    return total if limit is None else min(total, limit)
 
 
 # ------------------------------------------------------------------------------------------- pages
@@ -268,8 +266,8 @@ def _prepare_out(out: Path) -> None:
         raise ConfigError(f"preview output {out} is a file; choose a folder path for --out.")
     if out.is_dir() and any(out.iterdir()) and not (out / PREVIEW_MARKER).exists():
         raise ConfigError(f"{out} is not empty and holds no moviellm preview; choose a new or empty folder for --out.")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PREVIEW_MARKER).write_text("written by moviellm preview; the folder is safe to delete\n", encoding="utf-8")
+    make_writable_folder(out, "preview folder")
+    atomic_write_text(out / PREVIEW_MARKER, "written by moviellm preview; the folder is safe to delete\n")
 
 
 def build_preview(source: str | Path, out: str | Path, max_movies: int | None = None, thumb_width: int = 320,
@@ -290,7 +288,8 @@ def build_preview(source: str | Path, out: str | Path, max_movies: int | None = 
     cards, sheet_rows = [], []
     movies = frames_total = qa_total = 0
     # One movie in memory at a time: a reference movie's mp4 alone can be a hundred megabytes.
-    for script, mp4 in tqdm(_iter_movies(source, max_movies), desc="preview", unit="movie", disable=not progress):
+    for script, mp4 in tqdm(_iter_movies(source, max_movies), desc="preview", unit="movie", disable=not progress,
+                            total=_movie_count(source, max_movies) if progress else None):
         page, first_frames = _write_movie(script, mp4, out, thumb_width)
         result.movies.append(page)
         cards.append(_movie_card(script, page.relative_to(out).as_posix()))
@@ -322,9 +321,19 @@ def _movie_card(script: MovieScript, href: str) -> str:
 def _write_movie(script: MovieScript, mp4: bytes, out: Path, thumb_width: int) -> tuple[Path, list]:
     """Write one movie's frames, contact sheet and page; return the page and six frames for the index."""
     folder = out / "movies" / script.id
-    if folder.exists():
-        shutil.rmtree(folder)  # an earlier preview of this movie: frames are rewritten whole
-    folder.mkdir(parents=True)
+    # Frames go into a hidden folder renamed into place at the end: a failure (a full disk) leaves no half movie.
+    with stage(f"writing the preview of movie {script.id} into {folder}"), replacing(folder) as building:
+        building.mkdir(parents=True)
+        sheet_frames = _write_frames(script, mp4, building, thumb_width)
+        if folder.exists():
+            shutil.rmtree(folder)  # an earlier preview of this movie: frames are rewritten whole
+    page = out / "movies" / f"{script.id}.html"
+    _write_text(page, _movie_page(script, folder.name))
+    return page, [(clock(i), sheet_frames[i]) for i in evenly_spaced(script.num_frames, 6)]
+
+
+def _write_frames(script: MovieScript, mp4: bytes, folder: Path, thumb_width: int) -> dict[int, np.ndarray]:
+    """A movie's frames as JPEGs and its contact sheet into ``folder``; return the small frames the index shows."""
     sheet_indices = set(evenly_spaced(script.num_frames, 48))
     index_indices = evenly_spaced(script.num_frames, 6)
     sheet_frames: dict[int, np.ndarray] = {}
@@ -339,9 +348,7 @@ def _write_movie(script: MovieScript, mp4: bytes, out: Path, thumb_width: int) -
     sheet = contact_sheet(movie_sheet_rows(script, {i: f for i, f in sheet_frames.items() if i in sheet_indices}),
                           thumb_width=160, columns=min(12, len(sheet_indices)))
     save_png(sheet, folder / CONTACT_SHEET_NAME)
-    page = out / "movies" / f"{script.id}.html"
-    _write_text(page, _movie_page(script, folder.name))
-    return page, [(clock(i), sheet_frames[i]) for i in index_indices]
+    return sheet_frames
 
 
 def _movie_page(script: MovieScript, folder: str) -> str:

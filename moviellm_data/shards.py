@@ -13,16 +13,18 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ShardError
+from .errors import ShardError, stage
+from .fileio import replacing
 from .script import MovieScript
-from .video import decode_mp4
+from .video import count_mp4_frames, decode_mp4
 
 # Member order inside a sample; every sample of a dataset carries the same members.
 MEMBER_ORDER = ("json", "mp4", "style.safetensors")
@@ -92,10 +94,10 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, Member]]]) ->
     Members get fixed metadata (mtime 0, owner 0, mode 0644) so that the same movies give the same bytes.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     written = []
-    with open(tmp, "wb") as fh:
-        with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    # A full disk or a failing source file leaves neither the shard nor its temporary file behind.
+    with stage(f"writing shard {path}"), replacing(path, tmp=path.with_name(path.name + ".tmp"), durable=True) as tmp:
+        with open(tmp, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for key, members in samples:
                 if "." in key:
                     raise ShardError(f"sample key {key!r} contains a dot; WebDataset would split it.")
@@ -111,16 +113,35 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, Member]]]) ->
                         with open(member, "rb") as src:
                             tar.addfile(info, src)
                 written.append((key, members))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return written
 
 
-def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield ``(key, {ext: bytes})`` for each sample of a tar shard, grouping adjacent members by key.
+# WebDataset's split of a member name into sample key and extension (webdataset.tariterators.base_plus_ext): the key
+# is everything before the first dot of the file name, folders included; names without a dot are not sample members.
+_KEY_AND_EXTENSION = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+# Members webdataset skips as metadata (``__index__`` and the like).
+_META = re.compile(r"__[^/]*__($|/)")
 
-    Raises :class:`ShardError` with one sentence when the file is missing, truncated or not a tar.
+
+@dataclass(frozen=True)
+class TarMember:
+    """One member of a sample: where its bytes are in the tar, and the bytes themselves when they were read."""
+
+    offset: int
+    size: int
+    data: bytes | None = None
+
+
+def iter_tar_members(path: str | Path, load: Callable[[str], bool] | None = None
+                     ) -> Iterator[tuple[str, dict[str, TarMember]]]:
+    """Yield ``(key, {ext: TarMember})`` per sample of a tar, grouped exactly as webdataset groups them.
+
+    The key is the member name up to the first dot of its file name, folders included (``a/m1.json`` and
+    ``b/m1.json`` are two samples), extensions are lower-cased, adjacent members with the same key form one sample,
+    and ``__meta__`` names and names without a dot are skipped. ``load(ext)`` says which members' bytes to read
+    (default: all); the others are only located (``offset``, ``size``), so a reader can fetch a large video later.
+    Raises :class:`ShardError` with one sentence when the file is missing, truncated, not a tar, or repeats a
+    member within a sample (webdataset refuses that too).
     """
     path = Path(path)
     if not path.is_file():
@@ -129,20 +150,25 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]
     try:
         with tarfile.open(path, mode="r:") as tar:
             for info in tar:
-                if not info.isfile():
+                if not info.isfile() or _META.match(info.name):
                     continue
-                name = os.path.basename(info.name)
-                if "." not in name or name.startswith("."):
+                match = _KEY_AND_EXTENSION.match(info.name)
+                if match is None:
                     continue
-                key, ext = name.split(".", 1)
-                data = tar.extractfile(info).read()
-                if len(data) != info.size:
-                    raise tarfile.ReadError("unexpected end of data")
+                key, ext = match.group(1), match.group(2).lower()
                 if key != current_key and current:
                     yield current_key, current
                     current = {}
                 current_key = key
-                current[ext] = data
+                if ext in current:
+                    raise ShardError(f"{path} holds {info.name} twice in sample {key}; webdataset refuses such a "
+                                     "tar too: repack it with one member per name.")
+                data = None
+                if load is None or load(ext):
+                    data = tar.extractfile(info).read()
+                    if len(data) != info.size:
+                        raise tarfile.ReadError("unexpected end of data")
+                current[ext] = TarMember(info.offset_data, info.size, data)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise ShardError(
             f"{path} is not a complete tar shard ({err}); delete it and rerun the command that wrote it."
@@ -151,27 +177,82 @@ def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]
         yield current_key, current
 
 
-def read_movies(source: str | Path | Iterable[str | Path], decode: bool = True) -> Iterator[tuple[MovieScript, np.ndarray | bytes]]:
-    """Yield ``(script, frames)`` for every movie in a dataset folder, a shard, or a list of shards.
+def iter_tar_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield ``(key, {ext: bytes})`` for each sample of a tar shard, grouped as webdataset groups them.
 
-    ``frames`` is a uint8 array [T, H, W, 3] in timeline order (or the raw mp4 bytes when ``decode`` is
-    False). Scripts are validated; a movie whose video and timeline disagree raises :class:`ShardError`.
+    See :func:`iter_tar_members` (keys keep their folder; one sentence when the tar cannot be read).
+    """
+    for key, members in iter_tar_members(path):
+        yield key, {ext: member.data for ext, member in members.items()}
+
+
+def key_id(key: str) -> str:
+    """The movie id a sample key names: its last path component (``train/m000001_ab`` -> ``m000001_ab``)."""
+    return key.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class MovieSample:
+    """One movie of a shard: its validated script and its mp4 bytes, not decoded yet."""
+
+    shard: Path
+    key: str
+    script: MovieScript
+    mp4: bytes
+    members: dict[str, bytes]
+
+    @property
+    def where(self) -> str:
+        return f"{self.shard}:{self.key}"
+
+    def frames(self) -> np.ndarray:
+        """Every frame, uint8 [T, H, W, 3]; one sentence when the mp4 does not decode or disagrees with the script."""
+        frames = decode_mp4(self.mp4, source=f"{self.where}.mp4")
+        self._check_count(len(frames))
+        return frames
+
+    def check_video(self) -> int:
+        """Decode the mp4 frame by frame, keeping none, and check it holds the script's frames; return the count."""
+        count = count_mp4_frames(self.mp4, source=f"{self.where}.mp4")
+        self._check_count(count)
+        return count
+
+    def _check_count(self, count: int) -> None:
+        if count != self.script.num_frames:
+            raise ShardError(f"{self.where}.mp4 has {count} frames but its script has {self.script.num_frames}; "
+                             "regenerate the movie.")
+
+
+def iter_movie_samples(source: str | Path | Iterable[str | Path]) -> Iterator[MovieSample]:
+    """Every movie of a dataset folder, a shard or a list of shards, its script validated, its video not decoded.
+
+    A sample without its json or mp4 member, or whose script id differs from its key, is refused with one sentence.
     """
     for shard in resolve_shards(source):
         for key, members in iter_tar_samples(shard):
             if "json" not in members or "mp4" not in members:
                 raise ShardError(f"sample {key} in {shard} lacks its json or mp4 member; regenerate the dataset.")
             script = MovieScript.from_json(members["json"], source=f"{shard}:{key}.json")
-            if not decode:
-                yield script, members["mp4"]
-                continue
-            frames = decode_mp4(members["mp4"], source=f"{shard}:{key}.mp4")
-            if len(frames) != script.num_frames:
-                raise ShardError(
-                    f"{shard}:{key}.mp4 has {len(frames)} frames but its script has {script.num_frames}; "
-                    "regenerate the movie."
-                )
-            yield script, frames
+            if script.id != key_id(key):
+                raise ShardError(f"sample {key} in {shard} holds the script of movie {script.id}; a sample's key must "
+                                 "be its movie id: regenerate or repack the dataset.")
+            yield MovieSample(shard, key, script, members["mp4"], members)
+
+
+def read_movies(source: str | Path | Iterable[str | Path], decode: bool = True) -> Iterator[tuple[MovieScript, np.ndarray | bytes]]:
+    """Yield ``(script, frames)`` for every movie in a dataset folder, a shard, or a list of shards.
+
+    ``frames`` is a uint8 array [T, H, W, 3] in timeline order (or the raw mp4 bytes when ``decode`` is
+    False). Scripts are validated; a movie whose video and timeline disagree, or whose id is not its sample key,
+    raises :class:`ShardError`.
+    """
+    for sample in iter_movie_samples(source):
+        yield sample.script, (sample.frames() if decode else sample.mp4)
+
+
+def count_samples(source: str | Path | Iterable[str | Path]) -> int:
+    """How many samples the shards hold, read from the tar headers only (no member is read)."""
+    return sum(1 for shard in resolve_shards(source) for _ in iter_tar_members(shard, load=lambda ext: False))
 
 
 def resolve_shards(source: str | Path | Iterable[str | Path]) -> list[Path]:

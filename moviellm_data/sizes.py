@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .limits import check_story_size
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,7 @@ class StorySize:
     shots_per_scene: int
 
     def __post_init__(self) -> None:
-        for name in ("acts", "scenes_per_act", "shots_per_scene"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive whole number, got {value!r}.")
+        check_story_size(self.acts, self.scenes_per_act, self.shots_per_scene)  # bounds: moviellm_data.limits
 
     @property
     def frames(self) -> int:
@@ -45,8 +43,18 @@ def parse_size(value: str | StorySize) -> StorySize:
     key = str(value).strip().lower()
     if key in SIZE_PRESETS:
         return SIZE_PRESETS[key]
-    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)", key)
+    match = re.fullmatch(r"(\d{1,18})x(\d{1,18})x(\d{1,18})", key)
     if match:
         return StorySize(*(int(g) for g in match.groups()))
     presets = ", ".join(SIZE_PRESETS)
     raise ConfigError(f"unknown movie size {value!r}: use one of {presets} or ACTSxSCENESxSHOTS such as 4x3x6.")
+
+
+def story_size(text: str) -> StorySize:
+    """``--size``'s argparse type: :func:`parse_size`, its sentence as argparse's error (bounds: :mod:`.limits`)."""
+    import argparse
+
+    try:
+        return parse_size(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).rstrip(".")) from None

@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from .errors import ShardError
+from .limits import check_crf
 
 
 def encode_mp4(
@@ -26,6 +27,7 @@ def encode_mp4(
     visually lossless for drawn frames; lower is larger and closer). Frames are consumed one at a time;
     with ``output`` the video streams to that file (and None is returned) instead of into memory.
     """
+    check_crf(crf)
     buffer = io.BytesIO() if output is None else str(output)
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = None
@@ -88,3 +90,8 @@ def probe_mp4(data: bytes) -> dict:
             "height": stream.codec_context.height,
             "fps": float(stream.average_rate) if stream.average_rate else None,
         }
+
+
+def count_mp4_frames(data: bytes, source: str = "mp4") -> int:
+    """Decode every frame of an mp4 (so a broken one is caught), keeping none; return how many there are."""
+    return sum(1 for _ in iter_mp4_frames(data, source))  # an mp4 without frames is refused by the iterator

@@ -8,7 +8,13 @@ Inputs (llamavid-spec.md, sections 1.11 and 2):
 - `--vision-tower`: `eva_vit_g.pth` (40 EVA-CLIP-g blocks; the original builds 39 and loads with strict=False).
 - `--qformer`: `instruct_blip_vicuna7b_trimmed.pth`. The original reads the Q-Former from the checkpoint shards at
   inference, so these weights are only used when the checkpoint has none (they are checked either way).
-- `--bert`: a `bert-base-uncased` folder, for the Q-Former tokenizer (plus `[DEC]`) and configuration.
+- `--bert`: `bert-base-uncased`, a local folder or a Hub id (the original fetched it from the Hub), for the Q-Former
+  tokenizer (plus `[DEC]`) and configuration.
+
+What the original did and transformers 5 would do differently is written out explicitly: the Llama tokenizer's
+`legacy` behaviour (transformers 4.31 treated a release without the key as legacy), each part's source precision
+(a float16 EVA tower is not rounded through the LLM's bfloat16), the image size from the image processor folder's
+`preprocessor_config.json`, and the release's sampling settings in `generation_config.json`.
 
 Output: `model-*.safetensors` + index, `config.json` (model_type "llamavid"), `generation_config.json`, the Llama
 tokenizer with `<image>`/`<video>` placeholders, the Q-Former tokenizer in `qformer_tokenizer/`,
@@ -29,6 +35,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +44,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .convert_llamavid_options import DESCRIPTION, add_arguments, build_parser
+
 __all__ = [
+    "DESCRIPTION",
     "ConversionError",
     "ConversionReport",
     "add_arguments",
+    "build_parser",
     "convert_llamavid_checkpoint",
     "main",
     "run_from_args",
@@ -90,22 +101,49 @@ def _torch_load(path: Path, legacy_pickle: bool = False) -> dict[str, Any]:
         except Exception as error:  # noqa: BLE001
             raise ConversionError(f"{path} could not be read as a PyTorch checkpoint ({error}).") from None
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(error):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about newer pickle protocols before refusing them: one sentence
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:  # legacy (non-zip) files cannot be memory-mapped
+                if "mmap" not in str(error):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - turned into one sentence for the user
         text = str(error)
-        if "Unsupported global" in text:
+        refused = _SAFE_LOADER_REFUSAL.search(text) if _is_torch_save_file(path) else None
+        if refused is not None:
+            blocked = _BLOCKED_GLOBAL.search(text)
+            warning = (f" It asks for {blocked.group(1)}, which no checkpoint needs: it may be malicious, do not load "
+                       "it unless you know why." if blocked else "")
             raise ConversionError(
-                f"{path} holds Python objects besides tensors, which could only be read by running its pickle code; "
-                "if you trust the file, rerun with --legacy-pickle."
+                f"{path} holds Python objects besides tensors, which could only be read by running its pickle code "
+                f"({refused.group(0).strip()}); if you trust the file, rerun with --legacy-pickle.{warning}"
             ) from None
         detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
         detail = detail[0].strip() if detail and detail[0].strip() else type(error).__name__
         raise ConversionError(f"{path} could not be read as a PyTorch checkpoint ({detail}).") from None
+
+
+def _is_torch_save_file(path: Path) -> bool:
+    """A file torch.save wrote: a zip archive (torch >= 1.6) or a legacy pickle stream (it starts with PROTO, 0x80).
+
+    Anything else that the weights-only loader refuses is simply not a checkpoint (its bytes read as unknown opcodes).
+    """
+    import zipfile
+
+    with open(path, "rb") as handle:
+        if handle.read(1) == b"\x80":
+            return True
+        handle.seek(0)
+        return zipfile.is_zipfile(handle)
+
+
+# How torch's weights-only loader says a file holds more than tensors. The wording changes between releases: "Unsupported
+# global: GLOBAL x.y was not an allowed global" (2.4-2.12), "Trying to load unsupported GLOBAL os.system whose module os
+# is blocked" (2.13), "Unsupported operand 149" (an opcode of a newer pickle protocol).
+_SAFE_LOADER_REFUSAL = re.compile(r"unsupported global:? (?:GLOBAL )?[\w.]+|unsupported operand \d+", re.IGNORECASE)
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL (\S+) whose module \S+ is blocked")
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -292,9 +330,47 @@ def _text_config(original: dict[str, Any], vocab_size: int) -> dict[str, Any]:
     }
 
 
-def _image_size_from(original: dict[str, Any]) -> int:
-    processor = str(original.get("image_processor") or "")
-    return 336 if "336" in processor else 224
+def _image_processor_folder(original: dict[str, Any], src: Path, given: str | Path | None) -> Path | None:
+    """The folder the original built its `CLIPImageProcessor` from: `--image-processor`, else the config's
+    `image_processor` path as written, relative to the checkpoint folder, or its last part inside the checkpoint."""
+    if given is not None:
+        if not (Path(given) / "preprocessor_config.json").is_file():
+            raise ConversionError(f"--image-processor {given} has no preprocessor_config.json; give the CLIP processor "
+                                  "folder the original used (llamavid/processor/clip-patch14-224 or -336).")
+        return Path(given)
+    named = str(original.get("image_processor") or "")
+    if not named:
+        return None
+    for candidate in (Path(named), src / named, src / Path(named).name):
+        if (candidate / "preprocessor_config.json").is_file():
+            return candidate
+    return None
+
+
+def _image_size_from(original: dict[str, Any], src: Path, given: str | Path | None, report: ConversionReport) -> int:
+    """The image size the original used: `size.shortest_edge` of the image processor's preprocessor_config.json
+    (`eva_vit.py` reads it there); without that folder, 224 (336 when its name says so), with a note."""
+    folder = _image_processor_folder(original, src, given)
+    if folder is None:
+        named = str(original.get("image_processor") or "")
+        guess = 336 if "336" in named else 224
+        report.notes.append(f"the image processor folder {named or '(none named)'} was not found, so the image size "
+                            f"{guess} was assumed from its name; pass --image-processor DIR (or --image-size) to be "
+                            "sure.")
+        return guess
+    path = folder / "preprocessor_config.json"
+    try:
+        processor = json.loads(path.read_text())
+    except ValueError:
+        raise ConversionError(f"{path} is not valid JSON.") from None
+    size, crop = processor.get("size"), processor.get("crop_size")
+    value = size.get("shortest_edge") if isinstance(size, dict) else size
+    if value is None:
+        value = crop.get("height") if isinstance(crop, dict) else crop
+    if not isinstance(value, int) or value <= 0:
+        raise ConversionError(f"{path} has no image size (size.shortest_edge or crop_size).")
+    report.notes.append(f"image size {value} read from {path}.")
+    return value
 
 
 def _qformer_config(state: dict[str, torch.Tensor], prefix: str, bert_config: dict[str, Any]) -> dict[str, Any]:
@@ -336,7 +412,14 @@ _TOKENIZER_FILES = (
 )
 
 
-def _load_llama_tokenizer(src: Path):
+def _load_llama_tokenizer(src: Path, report: ConversionReport | None = None):
+    """The release's Llama tokenizer, with the `legacy` behaviour the original had.
+
+    `legacy` decides how text after a special token is split (`</s>▁USER` vs `</s>USER` in a multi-turn prompt).
+    transformers 4.31, which the releases were made with, treated a Llama tokenizer as legacy when its
+    tokenizer_config.json has no `legacy` key; transformers 5 does not. The converted tokenizer states the original's
+    behaviour explicitly, so it tokenises as the original did whatever transformers loads it.
+    """
     from transformers import AutoTokenizer
 
     if not (src / "tokenizer.json").is_file() and not (src / "tokenizer.model").is_file():
@@ -350,6 +433,7 @@ def _load_llama_tokenizer(src: Path):
                 f"{src} ships its Llama tokenizer as a SentencePiece model (tokenizer.model); reading it needs "
                 "`pip install sentencepiece protobuf`."
             ) from None
+    legacy = _release_legacy_flag(src, report)
     # Load from a copy of the tokenizer files only: the folder's config.json (model_type "llava", 4.31 keys) must not
     # be parsed by AutoConfig.
     with tempfile.TemporaryDirectory() as folder:
@@ -357,9 +441,50 @@ def _load_llama_tokenizer(src: Path):
             if (src / name).is_file():
                 shutil.copy(src / name, Path(folder) / name)
         try:
-            return AutoTokenizer.from_pretrained(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder, legacy=legacy)
         except Exception as error:  # noqa: BLE001
             raise ConversionError(f"The Llama tokenizer in {src} could not be loaded ({error}).") from None
+    tokenizer.init_kwargs["legacy"] = legacy  # written to tokenizer_config.json: no default decides it later
+    return tokenizer
+
+
+def _release_legacy_flag(src: Path, report: ConversionReport | None) -> bool:
+    """The release's `legacy` setting; True (transformers 4.31's behaviour) when its tokenizer_config.json has none."""
+    path = src / "tokenizer_config.json"
+    try:
+        config = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        raise ConversionError(f"{path} is not valid JSON.") from None
+    legacy = config.get("legacy")
+    if legacy is None:
+        if report is not None:
+            report.notes.append("tokenizer_config.json has no `legacy` key: transformers 4.31, which the release was "
+                                "made with, then tokenised as legacy (text after </s> starts with ▁), so the converted "
+                                "tokenizer is written with legacy=true.")
+        return True
+    return bool(legacy)
+
+
+_BERT_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
+
+
+def _bert_folder(bert: str | Path) -> Path:
+    """A local bert-base-uncased folder, or the files of a Hub id (as the original fetched `bert-base-uncased`)."""
+    path = Path(bert)
+    if path.is_dir():
+        return path
+    text = str(bert)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or not text.strip():
+        raise ConversionError(f"--bert {bert} is not a folder (expected a bert-base-uncased folder with vocab.txt, "
+                              "or a Hub id such as google-bert/bert-base-uncased).")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=list(_BERT_FILES)))
+    except Exception as error:  # noqa: BLE001 - any failure to fetch is the id, the network or the token
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ConversionError(f"--bert {bert} is neither a local folder nor a model the Hub gave ({detail}); give a "
+                              "bert-base-uncased folder or check the id (and HF_ENDPOINT / your token).") from None
 
 
 def _load_bert_tokenizer(bert: Path):
@@ -610,7 +735,7 @@ def _account_for_every_key(m: _Mapping) -> None:
 
 def _load_tokenizers(m: _Mapping, bert: Path, qformer_source: tuple[dict[str, torch.Tensor], str]):
     """The Llama and Q-Former tokenizers, checked against the embeddings they feed; BERT's config.json if any."""
-    tokenizer = _load_llama_tokenizer(m.src)
+    tokenizer = _load_llama_tokenizer(m.src, m.report)
     qformer_tokenizer = _load_bert_tokenizer(bert)
     qformer_state, qformer_prefix = qformer_source
     qformer_vocab = qformer_state[qformer_prefix + "embeddings.word_embeddings.weight"].shape[0]
@@ -686,7 +811,12 @@ def _check_against_the_model(config, new: dict[str, torch.Tensor]) -> None:
 
 
 def _write_generation_config(config, src: Path, out: Path, report: ConversionReport) -> None:
-    """The original's `generation_config.json` (defaults from the config when it has none or it does not read)."""
+    """The original's `generation_config.json`, its sampling settings included (defaults when it has none).
+
+    Vicuna's file sets temperature and top_p without `do_sample`: decoding stays greedy unless a caller samples, and a
+    caller who samples without giving top_p gets the release's (as the original evaluation did). transformers 5 will
+    not `save_pretrained` such a file, so it is written as JSON; loading it, generating and saving the model work.
+    """
     from transformers import GenerationConfig
 
     generation = GenerationConfig(
@@ -699,8 +829,12 @@ def _write_generation_config(config, src: Path, out: Path, report: ConversionRep
             generation = GenerationConfig.from_pretrained(str(src))
         except Exception as error:  # noqa: BLE001
             report.notes.append(f"generation_config.json of {src} was not readable ({error}); defaults written.")
-    _drop_unused_sampling_flags(generation, report)
-    generation.save_pretrained(out)
+    kept = {flag: getattr(generation, flag) for flag in _SAMPLING_FLAGS if getattr(generation, flag, None) is not None}
+    if kept and not generation.do_sample:
+        listed = ", ".join(f"{k}={v}" for k, v in kept.items())
+        report.notes.append(f"generation_config.json keeps the release's {listed}: greedy unless a caller samples, "
+                            "then these apply where the caller gives none (as in the original evaluation).")
+    generation.to_json_file(str(out / "generation_config.json"), use_diff=True)
 
 
 def _write_processor(config, out: Path, image_size: int, compress_type, tokenizer, qformer_tokenizer) -> None:
@@ -738,6 +872,7 @@ def convert_llamavid_checkpoint(
     bert: str | Path | None = None,
     *,
     image_size: int | None = None,
+    image_processor: str | Path | None = None,
     vision_num_layers: int = 39,
     dtype: str | None = None,
     max_shard_size: str = "5GB",
@@ -751,10 +886,14 @@ def convert_llamavid_checkpoint(
         out: destination folder (must be empty or absent unless `overwrite`).
         vision_tower: `eva_vit_g.pth`. Optional only if the checkpoint carries the tower itself.
         qformer: `instruct_blip_vicuna7b_trimmed.pth`. Optional if the checkpoint carries the Q-Former (releases do).
-        bert: `bert-base-uncased` folder (tokenizer and configuration of the Q-Former).
-        image_size: 224 or 336; default from the original config's `image_processor` path.
+        bert: `bert-base-uncased`: a folder or a Hub id (tokenizer and configuration of the Q-Former).
+        image_size: 224 or 336; default: `size.shortest_edge` of the preprocessor_config.json of the image processor
+            folder (`image_processor`, else the original config's `image_processor` path), as the original reads it.
+        image_processor: the CLIP image processor folder the original used (default: found from the config).
         vision_num_layers: EVA blocks to build (39, the BLIP-2 convention).
-        dtype: storage dtype ("bfloat16", "float16", "float32"); default: the Llama weights' dtype.
+        dtype: cast every tensor to this dtype ("bfloat16", "float16", "float32"); default: each part keeps the
+            precision of its source (the Llama weights theirs, the EVA tower that of eva_vit_g.pth, ...), and
+            `config.dtype` is the Llama weights' dtype.
         max_shard_size: safetensors shard size.
         overwrite: allow writing into a non-empty `out`.
         legacy_pickle: read `.bin`/`.pth` files with full pickle (runs code from the file) when they hold Python
@@ -765,6 +904,7 @@ def convert_llamavid_checkpoint(
     """
     src, out = Path(src), Path(out)
     original = _read_original_config(src, out, bert, overwrite)
+    bert = _bert_folder(bert)
     projector_type = original.get("mm_projector_type", "linear")
     m = _Mapping(src=src, state=read_original_checkpoint(src, legacy_pickle), report=ConversionReport(output_dir=str(out)))
 
@@ -772,18 +912,26 @@ def convert_llamavid_checkpoint(
     llm_dtype, inv_freq_dtype = map_language_model(m, projector_type)
     map_context_projectors(m)
     qformer_source = map_qformer(m, qformer, legacy_pickle)
-    resolved_image_size = image_size or _image_size_from(original)
+    resolved_image_size = image_size or _image_size_from(original, src, image_processor, m.report)
     map_vision_tower(m, vision_tower, vision_num_layers, resolved_image_size, legacy_pickle)
     _account_for_every_key(m)
 
-    tokenizer, qformer_tokenizer, bert_config = _load_tokenizers(m, Path(bert), qformer_source)
-    target_dtype = getattr(torch, dtype) if dtype else llm_dtype
+    tokenizer, qformer_tokenizer, bert_config = _load_tokenizers(m, bert, qformer_source)
+    target_dtype = getattr(torch, dtype) if dtype else llm_dtype  # the dtype from_pretrained(dtype="auto") loads in
     config = _build_config(m, original, projector_type, resolved_image_size, vision_num_layers, qformer_source,
                            bert_config, inv_freq_dtype, target_dtype)
     _check_against_the_model(config, m.new)
 
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: (v.to(target_dtype) if v.is_floating_point() else v).contiguous() for k, v in sorted(m.new.items())}
+    # Each part keeps its source precision unless a dtype is asked for: a float16 EVA tower cast to the LLM's
+    # bfloat16 would move its features further than the original's own float16 rounding does.
+    cast = getattr(torch, dtype) if dtype else None
+    tensors = {k: (v.to(cast) if cast is not None and v.is_floating_point() else v).contiguous()
+               for k, v in sorted(m.new.items())}
+    kinds = sorted({str(v.dtype).replace("torch.", "") for v in tensors.values() if v.is_floating_point()})
+    if len(kinds) > 1:
+        m.report.notes.append(f"each part keeps its source precision ({', '.join(kinds)}); from_pretrained(dtype=...) "
+                              "casts them to one dtype at load (float16 reproduces the original's inference).")
     _save_sharded(tensors, out, max_shard_size)
     config.architectures = ["LlamaVidForConditionalGeneration"]
     config.save_pretrained(out)
@@ -800,66 +948,12 @@ def convert_llamavid_checkpoint(
 _SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "typical_p", "min_p", "epsilon_cutoff", "eta_cutoff")
 
 
-def _drop_unused_sampling_flags(generation, report: ConversionReport) -> None:
-    """Vicuna's generation_config.json sets temperature/top_p without do_sample: transformers 4.31 ignored them
-    unless a caller sampled, transformers 5 refuses to save them. They are dropped and named in the report."""
-    if generation.do_sample:
-        return
-    dropped = {}
-    for flag in _SAMPLING_FLAGS:
-        value = getattr(generation, flag, None)
-        if value is not None:
-            dropped[flag] = value
-            setattr(generation, flag, None)
-    if dropped:
-        listed = ", ".join(f"{k}={v}" for k, v in dropped.items())
-        report.notes.append(
-            f"generation_config.json: {listed} only applied when a caller sampled (the original evaluation passes "
-            "do_sample=True and a temperature but no top_p, so it sampled with this top_p); pass them to generate() "
-            "to reproduce that."
-        )
-
-
 def _save_sharded(tensors: dict[str, torch.Tensor], out: Path, max_shard_size: str) -> None:
     from huggingface_hub import save_torch_state_dict
 
     save_torch_state_dict(
         tensors, str(out), max_shard_size=max_shard_size, metadata={"format": "pt"}, safe_serialization=True
     )
-
-
-DESCRIPTION = (
-    "Convert an original LLaMA-VID or MovieLLM checkpoint (sharded .bin + config with mm_* keys + Llama tokenizer) "
-    "into a self-contained transformers checkpoint that from_pretrained loads."
-)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of `moviellm convert-llamavid` (usable on a sub-command parser)."""
-    parser.add_argument("src", help="folder of the original checkpoint (config.json, pytorch_model*.bin, tokenizer)")
-    parser.add_argument("--vision-tower", help="eva_vit_g.pth (the EVA-ViT-g weights the original loads)")
-    parser.add_argument(
-        "--qformer",
-        help="instruct_blip_vicuna7b_trimmed.pth; only used if the checkpoint has no Q-Former weights",
-    )
-    parser.add_argument("--bert", required=True, help="bert-base-uncased folder (Q-Former tokenizer and config)")
-    parser.add_argument("--out", required=True, help="output folder (new or empty)")
-    parser.add_argument("--image-size", type=int, choices=(224, 336), help="default: from the config's image_processor")
-    parser.add_argument("--vision-layers", type=int, default=39, help="EVA blocks to build (default 39, as BLIP-2)")
-    parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="default: the Llama weights' dtype")
-    parser.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-    parser.add_argument(
-        "--legacy-pickle",
-        action="store_true",
-        help="read checkpoints that hold Python objects besides tensors with full pickle (runs code from the files; "
-        "only for files you trust)",
-    )
-    return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(prog="moviellm convert-llamavid", description=DESCRIPTION))
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -872,6 +966,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             qformer=args.qformer,
             bert=args.bert,
             image_size=args.image_size,
+            image_processor=args.image_processor,
             vision_num_layers=args.vision_layers,
             dtype=args.dtype,
             max_shard_size=args.max_shard_size,

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 # moviellm_data's modules and subpackages from the bottom up: a unit imports units of its own layer or lower ones, and
 # the units import each other without circles.
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "fileio", "argtypes", "sizes", "script", "video", "features"},  # foundations
+    {"__init__", "errors", "limits", "fileio", "argtypes", "sizes", "script", "video", "features"},  # foundations
     {"shards"},  # the WebDataset shard format and its manifest entries
     {"folder"},  # the dataset folder: file names, recipe, locks, resumable packing, manifest
     {"llm", "prompts"},  # the chat client (its cache lives in a folder's work files), chat prompt templates
@@ -38,7 +38,7 @@ DISCOVERY = ("moviellm_data.cli", "moviellm_data.commands")
 # The model classes import nothing from the data side (from_pretrained users need none of the generator).
 MODEL_CLASSES = ["configuration_llamavid", "modeling_llamavid", "processing_llamavid", "image_processing_llamavid",
                  "convert_llamavid_original", "fast_paths", "fast_attention", "cuda_graph_decoding",
-                 "vision_kernels", "vision_tower", "input_format"]
+                 "vision_kernels", "vision_tower", "input_format", "convert_llamavid_options"]
 
 MAX_FUNCTION_LINES = 120
 

@@ -71,7 +71,7 @@ def test_cast_locations_and_style_follow_the_reference_rules():
         roles = Counter(c.role for c in script.characters)
         assert 1 <= roles["main"] <= 2 and roles["supporting"] >= 1
         assert len({c.outfit_colour for c in script.characters}) == len(script.characters)
-        assert all(c.lookalike.split()[0] in ("a", "an") and (" man " in c.lookalike or " woman " in c.lookalike)
+        assert all(c.lookalike.split()[0] in ("a", "an") and c.lookalike.split()[2] in ("man", "woman", "boy", "girl")
                    for c in script.characters)
         assert len(script.locations) >= 12
         assert all(len(loc.split()) <= 2 for loc in script.locations)

@@ -49,5 +49,37 @@ def test_characters_wear_their_outfit_colour(script):
 def test_odd_or_tiny_sizes_are_refused():
     with pytest.raises(ValueError, match="even sizes"):
         StoryboardRenderer(width=321, height=240)
-    with pytest.raises(ValueError, match="at least 64"):
+    with pytest.raises(ValueError, match="even sizes of 64 to 4096"):
         StoryboardRenderer(width=32, height=32)
+
+
+@pytest.mark.parametrize(("width", "height"), [(384, 256), (128, 96), (64, 64), (1024, 576)])
+def test_captions_fit_the_frame_and_break_between_phrases(width, height):
+    """Issue 12: keyframe captions wrapped mid-phrase ("standing by a / marble plinth") or ran past the frame."""
+    from moviellm_data.renderers.storyboard import _OPENERS, ELLIPSIS, _font
+    from moviellm_data.writers import MovieRequest, ProceduralWriter
+
+    renderer = StoryboardRenderer(width=width, height=height)
+    unit = max(8, height // 20)
+    font = _font(unit)
+    texts = []
+    for seed in range(6):
+        script = ProceduralWriter("3x3x4").write(MovieRequest(id="m000000_c", index=0, theme="a love story", seed=seed))
+        texts += [shot.action for shot in script.shots()] + [f.subtitle for f in script.timeline if f.subtitle]
+    broken_before = 0
+    for text in texts:
+        lines = renderer.caption_lines(text, unit)
+        assert 1 <= len(lines) <= 2
+        for line in lines:
+            assert font.getlength(line) <= width - unit, (width, line)
+        for line in lines[:-1]:
+            assert line.split()[-1].lower() not in _OPENERS, (width, lines)
+        shown = " ".join(lines)
+        if shown.endswith(ELLIPSIS):
+            prefix = shown[: -len(ELLIPSIS)].split()
+            assert text.split()[: len(prefix)] == prefix and prefix[-1].lower() not in _OPENERS, (text, lines)
+        else:
+            assert shown == " ".join(text.split()), (text, lines)
+        broken_before += len(lines) > 1
+    if width <= 128:  # small frames wrap most captions: the checks above saw line breaks
+        assert broken_before > len(texts) // 4

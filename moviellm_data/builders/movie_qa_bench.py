@@ -217,6 +217,9 @@ def write_card(root: str | Path, repo_id: str | None = None) -> Path:
             ("size", human_bytes(sum(e.bytes for e in entries)))]
     return write_folder_card(root, "qa_bench_card.md", metadata, rows, repo_id,
                              media_column="mp4" if media == "video" else "features.safetensors",
+                             # Reading a row decodes every column: without torchcodec, the mp4 must be cast first.
+                             media_cast=("\nbench = bench.cast_column(\"mp4\", Video(decode=False))  # mp4 bytes; drop "
+                                         "this line when torchcodec is installed" if media == "video" else ""),
                              source=json.dumps(recipe.get("source") or {}, ensure_ascii=False))
 
 

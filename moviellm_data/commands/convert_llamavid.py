@@ -9,14 +9,10 @@ from ..errors import MovieLLMError
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    # The options belong to the converter, which needs the model extra (torch, transformers).
-    try:
-        from moviellm_model.convert_llamavid_original import add_arguments
-    except ImportError as err:
-        raise MovieLLMError(
-            f"convert-llamavid needs the model extra ({err.name} is missing); install it with "
-            "`pip install 'moviellm[model]'`."
-        ) from None
+    # Plain argparse, so --help works on the core install; imported here, when this verb's parser is built, because
+    # importing any moviellm_model module loads torch where it is installed (the Auto-class registration).
+    from moviellm_model.convert_llamavid_options import add_arguments
+
     add_arguments(parser)
 
 
@@ -26,6 +22,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     _arguments,
 )
 def run_convert(args: argparse.Namespace) -> int:
-    from moviellm_model.convert_llamavid_original import run_from_args
-
+    try:
+        from moviellm_model.convert_llamavid_original import run_from_args
+    except ImportError as err:
+        raise MovieLLMError(
+            f"convert-llamavid needs the model extra ({err.name} is missing); install it with "
+            "`pip install 'moviellm[model]'`."
+        ) from None
     return run_from_args(args)

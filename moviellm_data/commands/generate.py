@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import verb
+from ..cli import movies, verb
 from ..options import add_generate_arguments
 
 
@@ -20,8 +20,8 @@ def run_generate(args: argparse.Namespace) -> int:
     writer = build_writer(args)
     renderer = build_renderer(args)
     result = generate(options, writer, renderer, progress=not args.no_progress)
-    print(f"{result.out}: wrote {result.written} movies, {result.skipped} already there, "
-          f"{len(result.failed)} failed; the dataset holds {result.total_in_dataset} movies.")
+    print(f"{result.out}: wrote {movies(result.written)}, {result.skipped} already there, "
+          f"{len(result.failed)} failed; the dataset holds {movies(result.total_in_dataset)}.")
     usage = getattr(writer, "usage", None)
     if usage is not None and usage.requests:
         print(f"writer usage: {usage.summary()}")

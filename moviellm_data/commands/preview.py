@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..argtypes import positive_int
-from ..cli import verb
+from ..cli import movies, verb
 from ..options import add_progress_option
 
 
@@ -24,5 +24,5 @@ def run_preview(args: argparse.Namespace) -> int:
 
     result = build_preview(args.folder, args.out, max_movies=args.movies, thumb_width=args.thumb_width,
                            progress=not args.no_progress)
-    print(f"{result.index}: {len(result.movies)} movies; open it in a browser.")
+    print(f"{result.index}: {movies(len(result.movies))}; open it in a browser.")
     return 0

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..backends import add_backend_arguments, build_renderer
-from ..cli import verb
+from ..cli import movies, verb
 from ..options import add_packing_options, add_progress_option
 
 
@@ -35,8 +35,8 @@ def run_render(args: argparse.Namespace) -> int:
     renderer = build_renderer(args)
     result = render(args.scripts, args.out, renderer, shard_bytes=args.shard_size, crf=args.crf,
                     progress=not args.no_progress, command=command_line(args.argv), scripts=scripts)
-    print(f"{result.out}: rendered {result.written} movies, {result.skipped} already there, "
-          f"{len(result.failed)} failed; the dataset holds {result.total_in_dataset} movies.")
+    print(f"{result.out}: rendered {movies(result.written)}, {result.skipped} already there, "
+          f"{len(result.failed)} failed; the dataset holds {movies(result.total_in_dataset)}.")
     for failure in result.failed:
         print(f"  failed {failure.request.id}: {failure.reason}", file=sys.stderr)
     return 1 if result.failed else 0

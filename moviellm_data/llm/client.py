@@ -54,6 +54,11 @@ _FORMAT_REJECTION = re.compile(r"response_format|json_schema|json_object|schema|
 BATCH_DISCOUNT = 0.5
 # Model families that take max_completion_tokens instead of max_tokens.
 _COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+#: Characters one token can stand for, at most (English averages about 4): an answer longer than max_tokens times
+#: this did not respect max_tokens, and is refused before it is parsed, validated or quoted in any later prompt.
+MAX_CHARS_PER_TOKEN = 8
+#: Characters per token assumed when an endpoint reports no usage (deliberately low, so the cost is not understated).
+CHARS_PER_TOKEN_WHEN_UNREPORTED = 3
 
 
 class LLMFatalError(MovieLLMError):
@@ -65,20 +70,22 @@ class RequestFailed(Exception):
 
     ``kind`` says why, for callers that count failures by cause: ``refused`` (the model declined),
     ``filtered`` (the endpoint's content filter), ``invalid`` (no valid answer after the repair rounds),
-    ``truncated`` (still cut off at the longest allowed answer), ``http`` (a status that cannot be
+    ``truncated`` (still cut off at the longest allowed answer), ``too_long`` (longer than ``max_tokens`` allows:
+    the endpoint ignores it), ``http`` (a status that cannot be
     retried), ``gave_up`` (retries exhausted) or ``budget`` (``max_cost`` reached; see :class:`BudgetSpent`).
     """
 
-    def __init__(self, message: str, kind: str = "error") -> None:
+    def __init__(self, message: str, kind: str = "error", usage: Usage | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.usage = usage if usage is not None else Usage()  # what the call spent before it failed
 
 
 class BudgetSpent(RequestFailed):
     """The ``max_cost`` budget does not allow another request; a rerun with a larger budget continues."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, kind="budget")
+    def __init__(self, message: str, usage: Usage | None = None) -> None:
+        super().__init__(message, kind="budget", usage=usage)
 
 
 @dataclass(frozen=True)
@@ -285,6 +292,13 @@ class ChatClient:
                 return ChatResult(value, usage, cached=True, model=hit.model)
 
         usage = Usage(cost=0.0 if self.settings.price is not None else None)
+        try:
+            return await self._ask(call, key, usage)
+        except RequestFailed as err:
+            err.usage = usage  # what the failed call cost is the caller's to count too (a movie's spending)
+            raise
+
+    async def _ask(self, call: ChatCall, key: str, usage: Usage) -> ChatResult:
         repair: list[dict] = []
         max_tokens = self.settings.max_tokens
         rounds = 0
@@ -297,6 +311,12 @@ class ChatClient:
                 raise RequestFailed(f"{call.label}: the model refused to answer ({self._short(refusal)})", "refused")
             if choice.finish_reason == "content_filter":
                 raise RequestFailed(f"{call.label}: the endpoint's content filter stopped the answer", "filtered")
+            if len(content or "") > max_tokens * MAX_CHARS_PER_TOKEN:
+                # Checked before parsing: the endpoint ignored max_tokens, and asking again (or quoting the answer
+                # back in a repair) would only pay for another runaway answer.
+                raise RequestFailed(f"{call.label}: the answer was {len(content):,} characters, more than "
+                                    f"max_tokens={max_tokens} allows; the endpoint does not respect max_tokens",
+                                    "too_long")
             try:
                 data = extract_json(content)
                 value = self._validate(call, data)
@@ -409,9 +429,9 @@ class ChatClient:
                 else:
                     bad = self._malformed(response)
                     if bad is None:
-                        self._account(response, estimate, usage)
+                        self._account(response, estimate, usage, kwargs)
                         return response
-                    self.meter.release(estimate)
+                    self._settle_unusable(response, estimate, usage)
                     problem = bad
             if retries >= self.settings.retry.max_retries:
                 raise RequestFailed(f"{call.label}: gave up after {retries + 1} attempts, the last one got {problem}",
@@ -450,7 +470,7 @@ class ChatClient:
                 else:
                     bad = self._malformed(response)
                     if bad is None:
-                        self._account(response, estimate, usage)
+                        self._account(response, estimate, usage, kwargs)
                         return response
                     problem = bad
             self.meter.release(estimate)
@@ -483,14 +503,31 @@ class ChatClient:
         self.usage.requests += 1
         return estimate
 
-    def _account(self, response, estimate: float, usage: Usage) -> None:
-        """Count an answered request's tokens and cost for the call and the run."""
+    def _account(self, response, estimate: float, usage: Usage, kwargs: dict) -> None:
+        """Count an answered request's tokens and cost for the call and the run.
+
+        An endpoint that reports no usage is charged an estimate from the characters sent and received, so
+        ``max_cost`` still stops a run whose endpoint hides what it bills.
+        """
         prompt_tokens, completion_tokens = _token_counts(response)
+        if not prompt_tokens and not completion_tokens:
+            sent = sum(len(str(m.get("content") or "")) for m in kwargs["messages"])
+            received = sum(len(getattr(c.message, "content", None) or "") for c in getattr(response, "choices", None)
+                           or [] if getattr(c, "message", None) is not None)
+            prompt_tokens = sent // CHARS_PER_TOKEN_WHEN_UNREPORTED + 1
+            completion_tokens = received // CHARS_PER_TOKEN_WHEN_UNREPORTED + 1
         cost = self.meter.settle(estimate, prompt_tokens, completion_tokens)
         for target in (usage, self.usage):
             target.prompt_tokens += prompt_tokens
             target.completion_tokens += completion_tokens
             target.cost = None if target.cost is None or cost is None else target.cost + cost
+
+    def _settle_unusable(self, response, estimate: float, usage: Usage) -> None:
+        """A response without a usable answer: charge the tokens it reports (the endpoint bills them), if any."""
+        if _token_counts(response) != (0, 0):
+            self._account(response, estimate, usage, {"messages": []})
+        else:
+            self.meter.release(estimate)
 
     async def _wait_cooldown(self) -> None:
         while True:

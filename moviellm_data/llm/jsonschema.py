@@ -14,6 +14,8 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     Strict mode wants every object closed (``additionalProperties: false``) with all its properties
     required, and no ``default`` values; ``$defs``/``$ref``, ``enum``, ``anyOf`` and array bounds are fine.
+    String length bounds are not part of the subset strict mode accepts everywhere: ``maxLength`` becomes a sentence
+    in the field's description (validation still enforces it and a repair round names the field).
     """
     schema = copy.deepcopy(model.model_json_schema())
     _make_strict(schema)
@@ -23,6 +25,10 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
 def _make_strict(node: Any) -> None:
     if isinstance(node, dict):
         node.pop("default", None)
+        if "maxLength" in node:
+            limit = node.pop("maxLength")
+            note = f"At most {limit} characters."
+            node["description"] = f"{node['description']} {note}" if node.get("description") else note
         if node.get("type") == "object" and "properties" in node:
             node["additionalProperties"] = False
             node["required"] = list(node["properties"])

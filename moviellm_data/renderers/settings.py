@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..limits import check_frame_size
 from .frame_prompts import FRAME_SEED_SCHEMES
 from .presets import DEFAULT_MODEL, DEFAULT_REFINER, RenderPreset, StyleTraining, get_preset
 from .samplers import SAMPLERS
@@ -241,6 +242,7 @@ class RenderSettings:
         self._validate()
 
     def _validate(self) -> None:
+        check_frame_size(self.width, self.height)  # the bounds every frame size has (moviellm_data.limits)
         if self.width < 64 or self.height < 64 or self.width % 8 or self.height % 8:
             raise ConfigError(f"diffusion frames need sizes that are multiples of 8 and at least 64, got {self.width}x{self.height}.")
         if self.steps < 1:

@@ -9,13 +9,13 @@ frame ``t`` shows shot ``t``.
 from __future__ import annotations
 
 import hashlib
-import textwrap
 from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..limits import check_frame_size
 from ..script import MovieScript, RendererProvenance, Shot
 from .base import Renderer
 
@@ -43,18 +43,74 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+#: Words that open a phrase: a line break never comes right after them.
+_OPENERS = frozenset({"a", "an", "the", "of", "by", "at", "to", "in", "on", "with", "from", "into", "beside",
+                      "through", "for", "and", "or", "while", "is", "are", "his", "her", "their", "my", "your"})
+ELLIPSIS = "..."  # the bundled font has no U+2026
+
+
+def wrap_to_width(text: str, font: ImageFont.ImageFont, width: float, max_lines: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels of ``font``, breaking between phrases, ellipsis when it does not fit."""
+    lines: list[list[str]] = []
+    current: list[str] = []
+    for word in text.split():
+        if current and font.getlength(" ".join([*current, word])) > width:
+            cut = _phrase_break(current)
+            lines.append(current[:cut])
+            current = [*current[cut:], word]
+        else:
+            current.append(word)
+    if current:
+        lines.append(current)
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1] + [w for line in lines[max_lines:] for w in line]
+        lines = lines[: max_lines - 1] + [_ellipsized(last, font, width)]
+    return [" ".join(line) for line in lines]
+
+
+def _phrase_break(words: list[str]) -> int:
+    """Where to end a full line: before its last phrase ("by a striped ...") when that leaves at least half the
+    words on it, and never right after a phrase opener."""
+    openers = [i for i, word in enumerate(words) if word.lower() in _OPENERS and i > 0]
+    if not openers:
+        return len(words)
+    start = openers[-1]
+    while start - 1 in openers:  # the whole run of openers ("by a") goes with its phrase
+        start -= 1
+    trailing = openers[-1] == len(words) - 1  # the line would end on an opener: break before it anyway
+    return start if start * 2 >= len(words) or trailing else len(words)
+
+
+def _ellipsized(words: list[str], font: ImageFont.ImageFont, width: float) -> list[str]:
+    """The words that fit ``width`` with an ellipsis after them, cut at a phrase boundary: before the last phrase
+    that does not fit whole ("standing by a striped..." becomes "standing...")."""
+    kept = list(words)
+    while kept and font.getlength(" ".join(kept) + ELLIPSIS) > width:
+        kept.pop()
+    if len(kept) < len(words):
+        openers = [i for i, word in enumerate(kept) if word.lower() in _OPENERS and i > 0]
+        if openers:
+            start = openers[-1]
+            while start - 1 in openers:  # the whole run of openers ("by a") goes with its phrase
+                start -= 1
+            kept = kept[:start]
+    while kept and kept[-1].lower() in _OPENERS:
+        kept.pop()
+    return [*kept[:-1], kept[-1] + ELLIPSIS] if kept else [ELLIPSIS]
+
+
 class StoryboardRenderer(Renderer):
     """Draws storyboard keyframes.
 
     Args:
-        width, height: frame size in pixels; both must be even (H.264 with 4:2:0 chroma needs it).
+        width, height: frame size in pixels: even (H.264 with 4:2:0 chroma needs it), 64 to 4,096
+            (:mod:`moviellm_data.limits`).
     """
 
     name = "storyboard"
 
     def __init__(self, width: int = 384, height: int = 256) -> None:
-        if width < 64 or height < 64 or width % 2 or height % 2:
-            raise ValueError(f"storyboard frames must be even sizes of at least 64 pixels, got {width}x{height}")
+        check_frame_size(width, height)  # one sentence (ConfigError) for sizes no mp4 of ours can hold
         self.width = width
         self.height = height
 
@@ -78,15 +134,20 @@ class StoryboardRenderer(Renderer):
         self._figures(draw, script, shot, unit)
         band_top = self._subtitle(draw, subtitle, unit) if subtitle else h
         caption_top = int(h * 0.70)
-        for i, line in enumerate(self._wrap(shot.action, unit)[:2]):
-            y = caption_top + i * (unit + 2)
-            if y + unit > band_top:  # small frames: the subtitle wins over the caption
-                break
-            draw.text((w // 2, y), line, fill=(15, 15, 15), font=_font(unit), anchor="ma")
+        # Small frames: the subtitle wins over the caption, which gets the lines left above the band (at most 2).
+        room = min(2, max(1, (band_top - caption_top) // (unit + 2)))
+        for i, line in enumerate(self.caption_lines(shot.action, unit, max_lines=room)):
+            draw.text((w // 2, caption_top + i * (unit + 2)), line, fill=(15, 15, 15), font=_font(unit), anchor="ma")
         return image
 
-    def _wrap(self, text: str, unit: int) -> list[str]:
-        return textwrap.wrap(text, width=max(10, self.width // max(1, unit // 2 + 1)))
+    def caption_lines(self, text: str, unit: int, max_lines: int = 2) -> list[str]:
+        """``text`` in at most ``max_lines`` lines that fit the frame, measured with the font that draws them.
+
+        A line never ends on a word that belongs to the next one ("standing by a / marble plinth" becomes "standing
+        by / a marble plinth"), and a text too long for the lines ends with an ellipsis at a word boundary instead of
+        being cut off or running past the frame's edge.
+        """
+        return wrap_to_width(text, _font(unit), self.width - unit, max_lines)
 
     # --------------------------------------------------------------------------------------- pieces
 
@@ -132,7 +193,7 @@ class StoryboardRenderer(Renderer):
     def _subtitle(self, draw: ImageDraw.ImageDraw, text: str, unit: int) -> int:
         """Draw the subtitle band at the bottom; return its top row."""
         w, h = self.width, self.height
-        lines = self._wrap(text, unit)[:2]
+        lines = self.caption_lines(text, unit)
         band_top = h - (len(lines) * (unit + 3) + unit // 2)
         draw.rectangle([0, band_top, w, h], fill=(0, 0, 0))
         for i, line in enumerate(lines):

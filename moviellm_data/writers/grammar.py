@@ -4,7 +4,9 @@ Everything here is data. The writer combines it under a seeded random generator;
 choosing among several plot arcs per genre, several templates per beat, genre-specific goals, objects,
 threats, places and lines, and a cast drawn fresh for each movie.
 
-Slots used in templates: {hero} {ally} {rival} {object} {goal} {threat} {place} {place2} {other}.
+Slots used in templates: {hero} {ally} {rival} {object} {goal} {threat} {place} {place2} {other}, and each cast
+member's pronouns ({hero_he} {hero_him} {hero_his}, the same for ally and rival). Goals never name an object: the
+object at the centre of a movie is one slot, named by the overview, the QA and the shots alike.
 """
 
 from __future__ import annotations
@@ -135,20 +137,51 @@ EXPRESSIONS: dict[str, tuple[str, ...]] = {
     "sad": ("tearful", "heartbroken", "tired", "quiet", "downcast"),
 }
 
-FIRST_NAMES: tuple[str, ...] = (
-    "Mara", "Elias", "Nora", "Theo", "Ines", "Jonah", "Lena", "Rafael", "Aiko", "Tomas", "Priya", "Oskar",
-    "Selma", "Victor", "Hana", "Milo", "Clara", "Dmitri", "Yara", "Felix", "Amara", "Luca", "Greta",
-    "Samir", "Ruth", "Kenji", "Olive", "Mateo", "Freya", "Idris", "June", "Anton", "Zoe", "Caleb",
-    "Leila", "Hugo", "Vera", "Kofi", "Mei", "Bruno", "Astrid", "Omar", "Elsa", "Ravi", "Tessa", "Pavel",
+# A person is drawn as one gender, one age, one build and one distinguishing feature; the name, the lookalike
+# ("a young woman with freckles"), the pronouns of every sentence about them and the QA all follow from that one draw.
+NAMES_BY_GENDER: dict[str, tuple[str, ...]] = {
+    "female": ("Mara", "Nora", "Ines", "Lena", "Aiko", "Priya", "Selma", "Hana", "Clara", "Yara", "Amara", "Greta",
+               "Ruth", "Olive", "Freya", "June", "Zoe", "Leila", "Vera", "Mei", "Astrid", "Elsa", "Tessa"),
+    "male": ("Elias", "Theo", "Jonah", "Rafael", "Tomas", "Oskar", "Victor", "Milo", "Dmitri", "Felix", "Luca",
+             "Samir", "Kenji", "Mateo", "Idris", "Anton", "Caleb", "Hugo", "Kofi", "Bruno", "Omar", "Ravi", "Pavel"),
+}
+FIRST_NAMES: tuple[str, ...] = NAMES_BY_GENDER["female"] + NAMES_BY_GENDER["male"]
+#: The noun a lookalike uses for a person of a gender and an age.
+PERSON_NOUNS: dict[tuple[str, str], str] = {
+    **{("female", age): "woman" for age in ("young", "middle-aged", "elderly")},
+    **{("male", age): "man" for age in ("young", "middle-aged", "elderly")},
+    ("female", "teenage"): "girl", ("male", "teenage"): "boy",
+}
+#: Subject, object and possessive pronouns.
+PRONOUNS: dict[str, tuple[str, str, str]] = {"female": ("she", "her", "her"), "male": ("he", "him", "his")}
+LOOKALIKE_AGES = ("teenage", "young", "middle-aged", "elderly")
+LOOKALIKE_BUILDS = ("tall", "short", "slender", "broad-shouldered", "wiry")
+#: Features, each with the genders and ages it fits (None: any): no beard on a woman or a teenager, no grey hair on
+#: the young.
+LOOKALIKE_FEATURES: tuple[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None], ...] = (
+    ("curly red hair", None, None),
+    ("a neat black beard", ("male",), ("young", "middle-aged")),
+    ("a grey beard", ("male",), ("middle-aged", "elderly")),
+    ("round glasses", None, None),
+    ("a long braid", None, None),
+    ("freckles", None, ("teenage", "young", "middle-aged")),
+    ("a shaved head", None, ("young", "middle-aged", "elderly")),
+    ("silver earrings", None, None),
+    ("a crooked smile", None, None),
+    ("short blond hair", None, ("teenage", "young", "middle-aged")),
+    ("a scar on the chin", None, ("young", "middle-aged", "elderly")),
+    ("dark wavy hair", None, ("teenage", "young", "middle-aged")),
+    ("grey hair in a bun", ("female",), ("middle-aged", "elderly")),
+    ("a wide-brimmed hat", None, None),
 )
 
-LOOKALIKE_AGES = ("young", "middle-aged", "grey-haired", "teenage", "elderly")
-LOOKALIKE_BUILDS = ("tall", "short", "slender", "broad-shouldered", "wiry")
-LOOKALIKE_FEATURES = (
-    "curly red hair", "a neat black beard", "round glasses", "a long braid", "freckles", "a shaved head",
-    "silver earrings", "a crooked smile", "short blond hair", "a scar on the chin", "dark wavy hair",
-    "a wide-brimmed hat",
-)
+
+def features_for(gender: str, age: str) -> list[str]:
+    """The lookalike features that fit a person of ``gender`` and ``age``."""
+    return [name for name, genders, ages in LOOKALIKE_FEATURES
+            if (genders is None or gender in genders) and (ages is None or age in ages)]
+
+
 OUTFIT_COLOURS = (
     "red", "blue", "green", "yellow", "purple", "orange", "white", "black", "teal", "brown", "pink", "grey",
 )
@@ -158,7 +191,7 @@ BEATS: dict[str, dict] = {
     "setup": {
         "titles": ("An Ordinary Day", "Where It Begins", "Morning at the {place}", "{hero}'s World"),
         "summaries": (
-            "{hero} goes about daily life at the {place}, dreaming of {goal}.",
+            "{hero} goes about {hero_his} daily life at the {place}, dreaming of {goal}.",
             "At the {place}, {hero} and {ally} talk about {goal}.",
             "{hero} spends a quiet day at the {place}, unaware of what is coming.",
         ),
@@ -223,7 +256,7 @@ BEATS: dict[str, dict] = {
     "setback": {
         "titles": ("All Is Lost", "The Darkest Night", "Alone at the {place}", "Broken Promises"),
         "summaries": (
-            "{hero} loses {object} and sits alone at the {place}.",
+            "{hero} loses {object} and sits alone at the {place}, {hero_his} plan in pieces.",
             "{threat} strikes and {hero}'s plan falls apart.",
             "{ally} leaves, and {hero} gives up on {goal}.",
         ),
@@ -236,7 +269,7 @@ BEATS: dict[str, dict] = {
     "twist": {
         "titles": ("Not What It Seemed", "The Other Side", "A Change of Heart", "The Truth Comes Out"),
         "summaries": (
-            "{rival} reveals why {object} matters so much to them.",
+            "{rival} reveals why {object} matters so much to {rival_him}.",
             "{hero} realises {ally} knew about {threat} all along.",
             "A letter at the {place} changes how {hero} thinks about {goal}.",
         ),
@@ -251,7 +284,7 @@ BEATS: dict[str, dict] = {
         "summaries": (
             "At the {place}, {hero} risks everything to save {object} from {threat}.",
             "{hero} and {ally} face {rival} one last time.",
-            "With {threat} closing in, {hero} makes a brave choice.",
+            "With {threat} closing in, {hero} makes the bravest choice of {hero_his} life.",
         ),
         "mood": "tense",
         "events": (

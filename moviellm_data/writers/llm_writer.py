@@ -63,6 +63,8 @@ from .base import MovieRequest, WriteFailure, Writer
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+#: Movies in flight at once through the Batch API (each level of them goes out as one batch).
+BATCH_MOVIES_IN_FLIGHT = 10_000
 
 
 class LLMWriteError(MovieLLMError):
@@ -160,11 +162,8 @@ class LLMWriter(Writer):
         flight (answers already validated stay cached). Raises :class:`LLMFatalError` when the
         endpoint refuses every request.
         """
-        todo = list(requests)
-        if not todo:
-            return
         results: queue.Queue = queue.Queue()
-        runner = _Runner(self, todo, results)
+        runner = _Runner(self, iter(requests), results)  # consumed lazily, a window of movies at a time
         thread = threading.Thread(target=runner.run, name="moviellm-llm-writer", daemon=True)
         thread.start()
         try:
@@ -175,6 +174,7 @@ class LLMWriter(Writer):
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+                runner.taken()  # only now may another movie start: finished scripts never pile up unrendered
         finally:
             runner.stop()
             thread.join()
@@ -186,7 +186,11 @@ class LLMWriter(Writer):
         size = self.size
 
         async def ask(call: ChatCall):
-            result = await client.ask(call)
+            try:
+                result = await client.ask(call)
+            except RequestFailed as failed:
+                state.usage.add(failed.usage)  # a failed movie's spending is recorded with it, not lost
+                raise
             state.usage.add(result.usage)
             state.model = state.model or result.model
             return result.value
@@ -352,11 +356,12 @@ class LLMWriter(Writer):
 class _Runner:
     """Runs one ``write_many`` on its own event loop thread and hands results to a queue."""
 
-    def __init__(self, writer: LLMWriter, requests: list[MovieRequest], results: queue.Queue) -> None:
+    def __init__(self, writer: LLMWriter, requests: Iterator[MovieRequest], results: queue.Queue) -> None:
         self.writer = writer
         self.requests = requests
         self.results = results
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._main: asyncio.Task | None = None
         self._stopping = threading.Event()
 
@@ -367,6 +372,15 @@ class _Runner:
             self.results.put(err)
         finally:
             self.results.put(_DONE)
+
+    def taken(self) -> None:
+        """The consumer took a finished movie (called from its thread): its slot goes to the next movie."""
+        loop, slots = self._loop, self._slots
+        if loop is not None and slots is not None:
+            try:
+                loop.call_soon_threadsafe(slots.release)
+            except RuntimeError:
+                pass  # the loop already finished
 
     def stop(self) -> None:
         """Cancel everything in flight (called from the consumer thread)."""
@@ -385,8 +399,11 @@ class _Runner:
             return
         writer = self.writer
         cache = ResponseCache(writer.cache_path)
-        # Through the Batch API every movie is in flight at once, so each level of all movies is one batch.
-        slots = asyncio.Semaphore(len(self.requests) if writer.settings.batch else writer.movies_in_flight)
+        # Movies are taken from the (possibly huge, lazily planned) requests only when a slot frees up. Through the
+        # Batch API a large window of movies is in flight at once, so each level of those movies is one batch.
+        window = max(writer.movies_in_flight, BATCH_MOVIES_IN_FLIGHT) if writer.settings.batch else writer.movies_in_flight
+        # A slot is held from a movie's start until the consumer takes the finished movie (see `taken`).
+        slots = self._slots = asyncio.Semaphore(window)
         try:
             async with ChatClient(
                 writer.settings, cache,
@@ -396,6 +413,7 @@ class _Runner:
                 try:
                     async with asyncio.TaskGroup() as group:
                         for request in self.requests:
+                            await slots.acquire()
                             group.create_task(self._movie(client, cache, slots, request))
                 finally:
                     writer.usage.add(client.usage)
@@ -409,23 +427,32 @@ class _Runner:
 
     async def _movie(self, client: ChatClient, cache: ResponseCache, slots: asyncio.Semaphore,
                      request: MovieRequest) -> None:
-        async with slots:
-            state = _MovieState(request, Usage(cost=0.0 if self.writer.settings.price is not None else None))
-            try:
-                item: MovieScript | WriteFailure = await self.writer._write_movie(client, request, state)
-            except* LLMFatalError:
-                raise
-            except* RequestFailed as group:
-                item = WriteFailure(request, str(_first(group)))
-            except* (ValidationError, ScriptValidationError) as group:  # the assembled script broke the contract
-                err = _first(group)
-                reason = describe_validation_error(err) if isinstance(err, ValidationError) else str(err)
-                item = WriteFailure(request, f"the assembled script is not valid: {reason}")
-            if state.usage.requests:
-                cache.record_movie_usage(request.id, state.usage.to_dict())
-            logger.info("movie %s %s: %s", request.id, "failed" if isinstance(item, WriteFailure) else "written",
-                        state.usage.summary())
-            self.results.put(item)
+        delivered = False
+        try:
+            delivered = await self._write_one(client, cache, request)
+        finally:
+            if not delivered:
+                slots.release()  # nothing reaches the consumer, who would otherwise release it
+
+    async def _write_one(self, client: ChatClient, cache: ResponseCache, request: MovieRequest) -> bool:
+        """Write one movie and hand the script or failure to the consumer; True once handed over."""
+        state = _MovieState(request, Usage(cost=0.0 if self.writer.settings.price is not None else None))
+        try:
+            item: MovieScript | WriteFailure = await self.writer._write_movie(client, request, state)
+        except* LLMFatalError:
+            raise
+        except* RequestFailed as group:
+            item = WriteFailure(request, str(_first(group)))
+        except* (ValidationError, ScriptValidationError) as group:  # the assembled script broke the contract
+            err = _first(group)
+            reason = describe_validation_error(err) if isinstance(err, ValidationError) else str(err)
+            item = WriteFailure(request, f"the assembled script is not valid: {reason}")
+        if state.usage.requests:
+            cache.record_movie_usage(request.id, state.usage.to_dict())
+        logger.info("movie %s %s: %s", request.id, "failed" if isinstance(item, WriteFailure) else "written",
+                    state.usage.summary())
+        self.results.put(item)
+        return True
 
 
 def _first(group: BaseException) -> BaseException:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import __version__
 from ..script import (
@@ -47,6 +47,7 @@ class _Cast:
     ally: Character
     rival: Character
     extras: list[Character]
+    genders: dict[str, str]  # name -> "female" / "male"
 
     @property
     def everyone(self) -> list[Character]:
@@ -62,7 +63,8 @@ class ProceduralWriter(Writer):
     """
 
     name = "procedural"
-    version = "1"
+    # 2: casts agree with themselves (name, gender, age, pronouns) and one central object runs through the script.
+    version = "2"
 
     def __init__(self, size: StorySize | str = "tiny", dialogue_ratio: float = 0.5) -> None:
         self.size = parse_size(size)
@@ -79,14 +81,22 @@ class ProceduralWriter(Writer):
         rng = random.Random(f"{request.theme}\x00{request.seed}")
         genre = grammar.GENRES[infer_genre(request.theme) or _weighted_choice(rng, grammar.GENRE_WEIGHTS)]
         cast = self._make_cast(rng)
+        # One central object for the whole script: the one the theme names ("a dragon's egg"), else one of the genre's;
+        # goals and lines that would name another of the genre's objects are left out of this movie.
+        central = object_named_by(request.theme) or rng.choice(genre.objects)
+        genre = replace(genre, goals=_not_naming_others(genre.goals, central, genre),
+                        lines=_not_naming_others(genre.lines, central, genre))
         slots = {
             "hero": cast.hero.name,
             "ally": cast.ally.name,
             "rival": cast.rival.name,
-            "object": rng.choice(genre.objects),
+            "object": central,
             "goal": rng.choice(genre.goals),
             "threat": rng.choice(genre.threats),
         }
+        for role in ("hero", "ally", "rival"):
+            he, him, his = grammar.PRONOUNS[cast.genders[getattr(cast, role).name]]
+            slots.update({f"{role}_he": he, f"{role}_him": him, f"{role}_his": his})
         slots["object_title"] = _title_case(_strip_article(slots["object"]))
         locations = self._pick_locations(rng, genre)
         style = self._make_style(rng, genre)
@@ -117,20 +127,29 @@ class ProceduralWriter(Writer):
     # ------------------------------------------------------------------------------------------ parts
 
     def _make_cast(self, rng: random.Random) -> _Cast:
-        names = rng.sample(grammar.FIRST_NAMES, 4)
         colours = rng.sample(grammar.OUTFIT_COLOURS, 4)
-        features = rng.sample(grammar.LOOKALIKE_FEATURES, 4)
+        used_names: set[str] = set()
+        used_features: set[str] = set()
+        genders: dict[str, str] = {}
 
         def person(i: int, role: str, description: str) -> Character:
-            gender = rng.choice(("man", "woman"))
+            # One draw decides gender and age; the name, the lookalike noun, the feature and the pronouns follow it.
+            gender = rng.choice(("female", "male"))
             age = rng.choice(grammar.LOOKALIKE_AGES)
+            name = rng.choice([n for n in grammar.NAMES_BY_GENDER[gender] if n not in used_names])
+            used_names.add(name)
+            genders[name] = gender
+            fitting = grammar.features_for(gender, age)
+            feature = rng.choice([f for f in fitting if f not in used_features] or fitting)  # tell people apart
+            used_features.add(feature)
             build = rng.choice(grammar.LOOKALIKE_BUILDS)
+            noun = grammar.PERSON_NOUNS[gender, age]
             # Short on purpose: renderers put this in place of the name, and CLIP reads only 77 tokens.
             return Character(
-                name=names[i],
+                name=name,
                 role=role,
-                lookalike=f"{'an' if age[0] in 'aeiou' else 'a'} {age} {gender} with {features[i]}",
-                description=f"{description}; {build}",
+                lookalike=f"{'an' if age[0] in 'aeiou' else 'a'} {age} {noun} with {feature}",
+                description=f"{description}; {grammar.PRONOUNS[gender][0]} is {build}",
                 outfit_colour=colours[i],
             )
 
@@ -139,7 +158,7 @@ class ProceduralWriter(Writer):
         ally = person(1, "main" if ally_is_main else "supporting", "the protagonist's closest companion")
         rival = person(2, "supporting", "the antagonist")
         extras = [person(3, "supporting", "a minor character")] if rng.random() < 0.3 else []
-        return _Cast(hero, ally, rival, extras)
+        return _Cast(hero, ally, rival, extras, genders)
 
     def _pick_locations(self, rng: random.Random, genre: grammar.Genre) -> list[str]:
         count = rng.randint(12, 15)
@@ -291,7 +310,8 @@ class ProceduralWriter(Writer):
         return rng.choice(patterns)
 
     def _make_overview(self, genre: grammar.Genre, theme: str, slots: dict[str, str], acts: list[Act]) -> str:
-        parts = [f"{_sentence_case(theme)}, told as a {genre.name} movie: {slots['hero']} dreams of {slots['goal']}."]
+        parts = [f"{_sentence_case(theme)}, told as a {genre.name} movie: {slots['hero']} dreams of {slots['goal']}, "
+                 f"and everything turns on {slots['object']}."]
         parts.append(acts[0].summary)
         if len(acts) > 2:
             parts.append("Along the way, " + _lower_first(acts[len(acts) // 2].summary))
@@ -446,6 +466,30 @@ class _QuestionWriter:
                     ))
                 frame += len(scene.shots)
         return out
+
+
+def _object_phrase(obj: str) -> str:
+    """``a dragon's egg`` -> ``dragon's egg``: how an object is recognised in a text, article or not."""
+    return _strip_article(obj).lower()
+
+
+def object_named_by(theme: str) -> str | None:
+    """The grammar's object a theme names (``"a dragon's egg"``), or None; the longest one when several match."""
+    lowered = theme.lower()
+    named = [obj for g in grammar.GENRES.values() for obj in g.objects
+             if re.search(rf"\b{re.escape(_object_phrase(obj))}\b", lowered)]
+    return max(named, key=len) if named else None
+
+
+def _head_noun(obj: str) -> str:
+    return obj.lower().split()[-1]
+
+
+def _not_naming_others(texts: tuple[str, ...], central: str, genre: grammar.Genre) -> tuple[str, ...]:
+    """The texts that name none of the genre's objects but the central one (by their head noun: "the egg")."""
+    others = {_head_noun(o) for o in genre.objects} - {_head_noun(central)}
+    kept = tuple(t for t in texts if not any(re.search(rf"\b{re.escape(n)}s?\b", t.lower()) for n in others))
+    return kept or texts
 
 
 def _weighted_choice(rng: random.Random, weights: dict[str, float]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -36,29 +36,45 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _text(max_chars: int) -> Any:
+    """A string of at most ``max_chars`` characters: every field an answer has is bounded, so a broken or hostile
+    endpoint cannot make one movie's prompts (which quote earlier answers) grow without end."""
+    return Annotated[str, Field(max_length=max_chars)]
+
+
+#: The longest text each kind of field may hold, in characters (a title is a few words, an overview a paragraph).
+TEXT_LIMITS = {"name": 40, "word": 40, "title": 120, "place": 60, "phrase": 80, "lookalike": 200, "description": 300,
+               "summary": 600, "overview": 1500, "prompt": 300, "expression": 60, "line": 240, "question": 300,
+               "answer": 800}
+Name, Word, Title, Place, Phrase = (_text(TEXT_LIMITS[k]) for k in ("name", "word", "title", "place", "phrase"))
+Lookalike, Description, Summary = (_text(TEXT_LIMITS[k]) for k in ("lookalike", "description", "summary"))
+Overview, Prompt, Expression, Line = (_text(TEXT_LIMITS[k]) for k in ("overview", "prompt", "expression", "line"))
+Question, Answer = _text(TEXT_LIMITS["question"]), _text(TEXT_LIMITS["answer"])
+
+
 class QAPair(_Strict):
-    question: str
-    answer: str
+    question: Question
+    answer: Answer
 
 
 class StyleAnswer(_Strict):
-    keyword: str
-    phrases: list[str] = Field(min_length=3, max_length=8)
-    emphasised: list[str] = Field(min_length=1, max_length=3)
+    keyword: Word
+    phrases: list[Phrase] = Field(min_length=3, max_length=8)
+    emphasised: list[Phrase] = Field(min_length=1, max_length=3)
 
 
 class CharacterAnswer(_Strict):
-    name: str
+    name: Name
     role: Literal["main", "supporting"]
-    lookalike: str
-    outfit_colour: str
-    description: str
+    lookalike: Lookalike
+    outfit_colour: Word
+    description: Description
 
 
 class ActPlan(_Strict):
-    title: str
-    locations: list[str] = Field(min_length=1, max_length=3)
-    summary: str
+    title: Title
+    locations: list[Place] = Field(min_length=1, max_length=3)
+    summary: Summary
     qa: QAPair
 
 
@@ -78,11 +94,11 @@ def outline_model(acts: int, locations: int) -> type[BaseModel]:
     return create_model(
         "MovieOutline",
         __base__=_Strict,
-        title=(str, ...),
+        title=(Title, ...),
         genre=(_literal(GENRES), ...),
-        overview=(str, ...),
+        overview=(Overview, ...),
         style=(StyleAnswer, ...),
-        locations=(list[str], Field(min_length=locations, max_length=locations)),
+        locations=(list[Place], Field(min_length=locations, max_length=locations)),
         characters=(list[CharacterAnswer], Field(min_length=1, max_length=3)),
         acts=(list[ActPlan], Field(min_length=acts, max_length=acts)),
     )
@@ -92,7 +108,7 @@ def outline_model(acts: int, locations: int) -> type[BaseModel]:
 def scenes_model(scenes: int, act_locations: tuple[str, ...]) -> type[BaseModel]:
     """Level 2: ``scenes`` scenes of one act, each at one of the act's locations, and one QA pair."""
     scene = create_model(
-        "ScenePlan", __base__=_Strict, title=(str, ...), location=(_literal(act_locations), ...), summary=(str, ...)
+        "ScenePlan", __base__=_Strict, title=(Title, ...), location=(_literal(act_locations), ...), summary=(Summary, ...)
     )
     return create_model(
         "ActScenes",
@@ -108,17 +124,17 @@ def shots_model(shots: int, dialogue: int, locations: tuple[str, ...], names: tu
     keyframe = create_model(
         "Keyframe",
         __base__=_Strict,
-        prompt=(str, ...),
+        prompt=(Prompt, ...),
         location=(_literal(locations), ...),
         characters=(list[_literal(names)], Field(max_length=len(names))),
-        expression=(str, ...),
+        expression=(Expression, ...),
     )
     line = create_model(
         "Line",
         __base__=_Strict,
         shot=(int, Field(ge=1, le=shots)),
         speaker=(_literal(names), ...),
-        text=(str, ...),
+        text=(Line, ...),
     )
     return create_model(
         "SceneShots",

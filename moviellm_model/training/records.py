@@ -19,7 +19,6 @@ Sources (each streams; nothing reads a whole dataset into memory):
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,52 +338,40 @@ def _resolve_shards(path: str | list[str], name: str) -> list[Path]:
 def _iter_tar_movies(shard: Path, with_video: bool) -> Iterator[tuple[str, dict | None, VisualRef | str | None]]:
     """Movies of one tar, grouped by full member key (folder included) as webdataset does; mp4s as byte ranges.
 
-    A truncated or unreadable tar ends that shard's movies with one corrupt record; the run goes on.
+    The tar is read by the data side's shard reader (`moviellm_data.shards.iter_tar_members`): only the json members'
+    bytes are read here, the videos are located and fetched per batch. A truncated or unreadable tar ends that shard's
+    movies with one corrupt record; the run goes on.
     """
-    current: str | None = None
-    members: dict[str, tuple[int, int, bytes | None]] = {}
+    from moviellm_data.errors import ShardError
+    from moviellm_data.shards import iter_tar_members, key_id
 
     def finish(key: str, found: dict) -> tuple[str, dict | None, VisualRef | str | None]:
         if "json" not in found:
             return key, None, f"{shard}:{key} has no json member"
         try:
-            script = json.loads(found["json"][2])
+            script = json.loads(found["json"].data)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             return key, None, f"{shard}:{key}.json is not valid JSON ({err})"
         if not isinstance(script, dict) or "id" not in script or "timeline" not in script:
             return key, None, f"{shard}:{key}.json is not a movie script"
+        if script["id"] != key_id(key):
+            return key, None, f"{shard}:{key}.json holds the script of movie {script['id']}, not of {key_id(key)}"
         video = None
         if with_video:
             if "mp4" not in found:
                 return key, None, f"{shard}:{key} has no mp4 member"
-            offset, size, _ = found["mp4"]
-            video = VisualRef(kind="frames", path=str(shard), offset=offset, size=size,
+            mp4 = found["mp4"]
+            video = VisualRef(kind="frames", path=str(shard), offset=mp4.offset, size=mp4.size,
                               num_frames=len(script["timeline"]))
         return key, script, video
 
+    last = None
     try:
-        with tarfile.open(shard, mode="r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                folder, _, name = info.name.rpartition("/")
-                if "." not in name or name.startswith("."):
-                    continue
-                stem, ext = name.split(".", 1)
-                key = f"{folder}/{stem}" if folder else stem
-                if key != current and current is not None:
-                    yield finish(current, members)
-                    members = {}
-                current = key
-                data = tar.extractfile(info).read() if ext == "json" else None
-                if data is not None and len(data) != info.size:
-                    raise tarfile.ReadError("unexpected end of data")
-                members[ext] = (info.offset_data, info.size, data)
-    except (tarfile.TarError, EOFError, OSError) as err:
-        yield f"{shard.name}:{current or '?'}", None, f"{shard} is not a complete tar ({err})"
-        return
-    if current is not None:
-        yield finish(current, members)
+        for key, members in iter_tar_members(shard, load=lambda ext: ext == "json"):
+            last = key
+            yield finish(key, members)
+    except ShardError as err:
+        yield f"{shard.name}:{last or '?'}", None, str(err)
 
 
 # -------------------------------------------------------------------------------------------------- LLaVA JSON

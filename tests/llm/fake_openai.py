@@ -6,7 +6,8 @@ places) and writes a fitting JSON answer, so one server serves movies of any siz
 by rules (:class:`Fault`) matched on the level, the theme and whether the request is a repair round:
 429 with Retry-After, 500, a read timeout, malformed JSON, JSON that breaks the schema, JSON that
 breaks the story's consistency, a truncated answer (finish_reason "length"), a non-JSON body, a 401,
-a 400 about something other than the response format.
+a 400 about something other than the response format, an answer that ignores max_tokens (a 2 MB field), a field
+longer than the schema allows, and a response without usage.
 
 Requests without that line (the evaluation judge's) are answered by a ``responder`` the test gives:
 a function of the request that returns a :class:`Scripted` answer (its level and theme, which faults
@@ -38,7 +39,9 @@ CAST = [("Mara", "main", "a woman who looks like Emma Stone", "red"),
         ("Leo", "main", "a man who looks like Ryan Gosling", "blue"),
         ("Ida", "supporting", "an old woman who looks like Judi Dench", "green")]
 FAULT_KINDS = ("429", "500", "timeout", "malformed", "schema", "inconsistent", "length", "garbage", "401", "400",
-               "refusal")
+               "refusal", "huge", "long_field", "no_usage")
+#: Characters of the text field a "huge" fault blows up (an endpoint that ignores max_tokens).
+HUGE_CHARS = 2_000_000
 REFUSAL = "I'm sorry, but I can't help with evaluating this."
 
 
@@ -268,6 +271,8 @@ class FakeOpenAI:
             _break_schema(level, answer)
         elif fault is not None and fault.kind == "inconsistent":
             _break_consistency(level, answer)
+        elif fault is not None and fault.kind in ("huge", "long_field"):
+            _blow_up(level, answer, HUGE_CHARS if fault.kind == "huge" else 5_000)
         content = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
         if fault is not None and fault.kind == "malformed":
             content = content.replace('":', '" ', 1)
@@ -295,6 +300,8 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
+        if fault is not None and fault.kind == "no_usage":
+            del payload["usage"]  # billed all the same
         return reply(200, json.dumps(payload).encode(), wait=delay)
 
     # ---------------------------------------------------------------------------------- batch API
@@ -538,6 +545,19 @@ def _break_schema(level: str, answer: dict) -> None:
     """Valid JSON that a schema rejects: one item too few in the level's main list."""
     key = {"outline": "acts", "scenes": "scenes", "shots": "shots", "movie_qa": "plot"}[level]
     answer[key] = answer[key][:-1]
+
+
+def _blow_up(level: str, answer: dict, chars: int) -> None:
+    """A valid answer with one text field of ``chars`` characters (the outline's overview, the first summary ...)."""
+    filler = ("The story goes on and on. " * (chars // 26 + 1))[:chars]
+    if level == "outline":
+        answer["overview"] = filler
+    elif level == "scenes":
+        answer["scenes"][0]["summary"] = filler
+    elif level == "shots":
+        answer["qa"][0]["answer"] = filler
+    else:
+        answer["overview"]["answer"] = filler
 
 
 def _break_consistency(level: str, answer: dict) -> None:

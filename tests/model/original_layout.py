@@ -103,11 +103,16 @@ def llama_state(generator, vocab: int) -> dict[str, torch.Tensor]:
 
 
 def build_original(root: Path, llama_tokenizer_dir: Path, bert_dir: Path, qformer_vocab: int, seed: int = 0,
-                   with_qformer: bool = True, sentencepiece_model: Path | None = None) -> dict[str, Path]:
+                   with_qformer: bool = True, sentencepiece_model: Path | None = None,
+                   sentencepiece_legacy: bool | None = False, llm_dtype: torch.dtype = torch.float32,
+                   eva_dtype: torch.dtype = torch.float32, image_processor_size: int | None = None) -> dict[str, Path]:
     """Write SRC/, eva_vit_g.pth, instruct_blip_vicuna7b_trimmed.pth; return their paths.
 
     The Llama tokenizer is the tiny `tokenizer.json` or, with `sentencepiece_model`, a `tokenizer.model` with a
-    transformers-4.31 `tokenizer_config.json` (what the releases ship).
+    transformers-4.31 `tokenizer_config.json` (what the releases ship; `sentencepiece_legacy=None` leaves out its
+    `legacy` key, as the releases do). `llm_dtype` / `eva_dtype` are the precisions of the checkpoint shards and of
+    eva_vit_g.pth (the releases: bfloat16 and float16). With `image_processor_size`, SRC/clip-patch14-224 holds a
+    preprocessor_config.json of that size, which the config's `image_processor` path names.
     """
     generator = torch.Generator().manual_seed(seed)
     src = root / "llama-vid-7b-full-224-long-video"
@@ -145,6 +150,8 @@ def build_original(root: Path, llama_tokenizer_dir: Path, bert_dir: Path, qforme
         "model.vlm_att_val_projector.bias": _randn(generator, text_width),
     })
 
+    state = {k: v.to(llm_dtype) if v.is_floating_point() and not k.endswith("inv_freq") else v for k, v in state.items()}
+    eva_file = {k: v.to(eva_dtype) for k, v in eva_file.items()}
     keys = sorted(state)
     halves = [keys[: len(keys) // 2], keys[len(keys) // 2 :]]
     weight_map = {}
@@ -157,7 +164,8 @@ def build_original(root: Path, llama_tokenizer_dir: Path, bert_dir: Path, qforme
         "_name_or_path": "./work_dirs/llama-vid-7b-full-224-video-fps-1-freeze-compress-meancat-imgsp-v1-b4-g4",
         "architectures": ["LlavaLlamaAttForCausalLM"], "model_type": "llava", "bert_type": "qformer_pretrain_freeze",
         "compress_type": "mean_concat", "cross_att_freq": 2, "debug_use": False, "fusion_type": "attention_concat_all_query",
-        "image_processor": "./model_zoo/OpenAI/clip-vit-large-patch14", "mm_vision_tower": "./model_zoo/LAVIS/eva_vit_g.pth",
+        "image_processor": "./llamavid/processor/clip-patch14-224" if image_processor_size
+        else "./model_zoo/OpenAI/clip-vit-large-patch14", "mm_vision_tower": "./model_zoo/LAVIS/eva_vit_g.pth",
         "mm_projector_type": "mlp2x_gelu", "mm_hidden_size": width, "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "patch", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
         "image_aspect_ratio": "pad", "image_grid_pinpoints": None, "max_token": 65536, "num_qformer": 32,
@@ -180,16 +188,27 @@ def build_original(root: Path, llama_tokenizer_dir: Path, bert_dir: Path, qforme
             shutil.copy(llama_tokenizer_dir / name, src / name)
     else:
         shutil.copy(sentencepiece_model, src / "tokenizer.model")
-        (src / "tokenizer_config.json").write_text(json.dumps({
+        tokenizer_config = {
             "add_bos_token": True, "add_eos_token": False, "bos_token": {"__type": "AddedToken", "content": "<s>",
             "lstrip": False, "normalized": False, "rstrip": False, "single_word": False},
-            "clean_up_tokenization_spaces": False, "eos_token": "</s>", "legacy": False, "model_max_length": 65536,
-            "pad_token": None, "padding_side": "right", "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer",
-            "unk_token": "<unk>",
-        }))
+            "clean_up_tokenization_spaces": False, "eos_token": "</s>", "legacy": sentencepiece_legacy,
+            "model_max_length": 65536, "pad_token": None, "padding_side": "right", "sp_model_kwargs": {},
+            "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>",
+        }
+        if sentencepiece_legacy is None:
+            del tokenizer_config["legacy"]
+        (src / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
         (src / "special_tokens_map.json").write_text(json.dumps(
             {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>", "unk_token": "<unk>"}))
 
+    if image_processor_size:
+        folder = src / "clip-patch14-224"  # the config names ./llamavid/processor/clip-patch14-224
+        folder.mkdir()
+        (folder / "preprocessor_config.json").write_text(json.dumps({
+            "crop_size": image_processor_size, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": image_processor_size,
+        }))
     eva_path = root / "eva_vit_g.pth"
     torch.save(eva_file, eva_path)
     blip = bert_state(generator, "Qformer.bert.", qformer_vocab)

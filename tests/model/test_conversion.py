@@ -66,7 +66,7 @@ def test_report_accounts_for_every_key(converted, original):
     assert "mapped" in report.summary()
     assert any("temperature=0.9, top_p=0.6" in note for note in report.notes)
     generation = json.loads((out / "generation_config.json").read_text())
-    assert generation["max_length"] == 4096 and generation["eos_token_id"] == 2 and "top_p" not in generation
+    assert generation["max_length"] == 4096 and generation["eos_token_id"] == 2 and generation["top_p"] == 0.6
 
 
 def test_converted_folder_is_self_contained(converted, original, tmp_path):

@@ -48,7 +48,8 @@ def test_frames_export_has_the_longvideoqa_fields_and_two_placeholders_per_frame
         assert (human["from"], gpt["from"]) == ("human", "gpt") and gpt["value"] == qa.answer
         _check_movie_turn(human["value"], script, qa.question)
         assert sample["num_frames"] == script.num_frames and sample["evidence"] == [qa.evidence.start, qa.evidence.end]
-        assert (out / "videos" / sample["video"]).read_bytes() == mp4
+        assert sample["video"] == f"videos/{script.id}.mp4"  # relative to OUT, the trainer's --video_folder
+        assert (out / sample["video"]).read_bytes() == mp4
     again = cli("export", "llamavid", str(movies), "--out", str(out), "--no-progress")
     assert again.returncode == 0 and "0 written, 3 already there" in again.stdout
 
@@ -116,8 +117,9 @@ def test_legacy_pickle_is_what_the_original_trainer_reads(movies, tiny_llamavid,
     for sample in json.loads((out / "long_videoqa.json").read_text()):
         script = scripts[sample["movie_id"]][0]
         human = sample["conversations"][0]["value"]
-        assert human.count("<image>") == 1 and sample["video"] == f"{script.id}.pkl"
-        with open(out / "videos" / sample["video"], "rb") as fh:  # the test trusts its own file
+        # --video_folder OUT, as the original stage-3 script passes its data root
+        assert human.count("<image>") == 1 and sample["video"] == f"videos/{script.id}.pkl"
+        with open(out / sample["video"], "rb") as fh:  # the test trusts its own file
             legacy = pickle.load(fh)
         assert legacy["feats"].dtype == np.float16 and legacy["feats"].shape == (script.num_frames, 5, 32)
         # What LLaMA-VID's train.py does with it (llamavid-spec.md 1.8 / 3.3): 2 placeholders per frame.

@@ -122,3 +122,15 @@ def test_contact_sheets_are_deterministic():
     b = contact_sheet([("movie", frames)], thumb_width=64, columns=3)
     assert a.tobytes() == b.tobytes()
     assert a.width == 6 + 3 * (64 + 6)
+
+
+def test_the_progress_bar_knows_how_many_movies_there_are(movies, tmp_path, capsys):
+    """Issue 12: the preview's progress bar had no total."""
+    from moviellm_data.preview import build_preview
+
+    build_preview(movies, tmp_path / "p", progress=True)
+    assert "3/3" in capsys.readouterr().err
+    build_preview(sorted(movies.glob("*.tar"))[0], tmp_path / "one", progress=True)  # a shard alone: no manifest
+    assert "1/1" in capsys.readouterr().err
+    build_preview(movies, tmp_path / "two", max_movies=2, progress=True)
+    assert "2/2" in capsys.readouterr().err

@@ -39,7 +39,7 @@ out = {}
 for streaming in (False, True):
     ds = load_dataset("org/movies", split="train", streaming=streaming)
     same = ds.features == declared
-    ds = ds.cast_column("mp4", Video(decode=False))   # torchcodec is absent: take the bytes
+    ds = ds.cast_column("mp4", Video(decode=False))   # the bytes, with or without torchcodec
     rows = {r["__key__"]: [r["json"]["title"], len(r["json"]["timeline"]), hashlib.sha256(r["mp4"]["bytes"]).hexdigest()]
             for r in ds}
     out["streaming" if streaming else "arrow"] = {"same_features": same, "rows": rows}
@@ -77,6 +77,37 @@ def test_push_then_load_dataset_returns_every_movie_with_the_card_features(movie
     for mode in ("arrow", "streaming"):
         assert report[mode]["same_features"], f"{mode}: features differ from the card's dataset_info"
         assert report[mode]["rows"] == expected, mode
+
+
+_DECODE_WITH_TORCHCODEC = """
+import json
+from datasets import load_dataset
+
+for streaming in (False, True):
+    ds = load_dataset("org/movies", split="train", streaming=streaming)
+    row = next(iter(ds))
+    video = row["mp4"]                                   # datasets' Video feature decodes through torchcodec
+    frames = video.get_frames_in_range(0, len(video)).data
+    print(json.dumps([row["__key__"], len(row["json"]["timeline"]), list(frames.shape)]))
+"""
+
+
+def test_a_hub_dataset_is_decoded_by_datasets_with_torchcodec(movies, hub, hf_env, tmp_path):
+    """Issue 12: the path a user with torchcodec (the `video` extra) takes: load_dataset(repo), then row["mp4"]."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchcodec") is None:
+        pytest.skip("torchcodec is not installed (the `video` extra: torchcodec <= 0.13 beside a CPU torch, with "
+                    "FFmpeg 5.1's libraries); CI installs it")
+    folder = _copy(movies, tmp_path)
+    assert cli("push", str(folder), "--repo", "org/movies", "--uploader", "commits", "--no-progress",
+               env=hf_env).returncode == 0
+    decoded = python(_DECODE_WITH_TORCHCODEC, env=hf_env)
+    assert decoded.returncode == 0, decoded.stderr[-3000:]
+    expected = _expected(folder)
+    for line in decoded.stdout.strip().splitlines()[-2:]:
+        key, timeline, shape = json.loads(line)
+        assert timeline == expected[key][1] and shape == [timeline, 3, 96, 128]
 
 
 def test_an_interrupted_push_resumes_without_resending_what_landed(movies, hub, hf_env, tmp_path):
