@@ -93,20 +93,14 @@ def test_fsdp_two_processes_equal_one(setup):
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (extra `deepspeed`)")
-def test_zero2_two_processes_equal_one(setup):
-    root, recipe, single = setup
-    out = root / "zero2"
+@pytest.mark.parametrize("config, changes", [
     # the optimizer stays with the parameters: on a CPU run there is no device memory to spare by offloading
-    _launch(_cpu_config("zero2-offload.yaml", root, **{"deepspeed_config.offload_optimizer_device": "none"}),
-            recipe, out)
-    _compare(out, single)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (extra `deepspeed`)")
-def test_zero3_two_processes_equal_one(setup):
-    """ZeRO-3 shards every parameter, the frozen EVA tower and Q-Former included; the model's forward gathers them."""
+    ("zero2-offload.yaml", {"deepspeed_config.offload_optimizer_device": "none"}),
+    # ZeRO-3 shards every parameter, the frozen EVA tower and Q-Former included; the model's forward gathers them
+    ("zero3.yaml", {}),
+])
+def test_deepspeed_two_processes_equal_one(setup, config, changes):
     root, recipe, single = setup
-    out = root / "zero3"
-    _launch(_cpu_config("zero3.yaml", root), recipe, out)
+    out = root / config.split(".")[0]
+    _launch(_cpu_config(config, root, **changes), recipe, out)
     _compare(out, single)
