@@ -323,13 +323,14 @@ def manifest_entries_for(shard: Path, samples: Iterable[tuple[str, dict[str, Mem
                 sha256=sample_digest(members),
                 frames=len(script.get("timeline", [])),
                 genre=script.get("genre", ""),
-                qa=_count_qa(script.get("qa", [])),
+                qa=count_qa_types(script.get("qa", [])),
             )
         )
     return entries
 
 
-def _count_qa(qa: list[dict]) -> dict[str, int]:
+def count_qa_types(qa: list[dict]) -> dict[str, int]:
+    """QA pairs per type of a script's `qa` list (what manifest entries record)."""
     counts: dict[str, int] = {}
     for pair in qa:
         counts[pair.get("type", "")] = counts.get(pair.get("type", ""), 0) + 1

@@ -32,3 +32,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
     result = generate(GenerateOptions(out=out, movies=4, seed=7), ProceduralWriter("tiny"), StoryboardRenderer(), progress=False)
     assert result.complete and result.written == 4
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: splitting each op over threads costs more than it saves (much more on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..input_format import movie_inputs, movie_qformer_text, render_vicuna_v1
-from .records import Movie, Record
+from .records import Record
 
 __all__ = ["ConversationEncoder", "EncodedSample", "SampleSkipped", "render_with_answer_spans"]
 
@@ -105,7 +105,6 @@ class ConversationEncoder:
         max_length: the longest sample in tokens, visual tokens included (e.g. 65,536 for stage 3).
         qformer_query: what conditions the movie's context tokens (`input_format.QFORMER_QUERIES`).
         min_frames: the fewest frames the over-length policy keeps of a movie.
-        video_token_id: placeholder id of long-video tokens (the processor's `<video>` id).
     """
 
     def __init__(self, processor, max_length: int, qformer_query: str = "question", min_frames: int = 16):
@@ -119,14 +118,17 @@ class ConversationEncoder:
 
     # -- text ---------------------------------------------------------------------------------------------------
 
-    def _first_user(self, movie: Movie | None, record: Record, subtitles: Sequence[str] | None) -> str:
+    @staticmethod
+    def _first_user(record: Record, subtitles: Sequence[str] | None) -> str:
+        """The first user turn: the record's text, or its movie with the given (possibly merged) subtitles."""
+        movie = record.movie
         if movie is None:
             return record.turns[0][0]
         return movie.prefix + movie_inputs(subtitles) + movie.suffix
 
     def _tokenize(self, record: Record, turns, subtitles) -> tuple[list[int], list[int], list[int]]:
         """ids, labels, and the token index where each turn ends (its "</s>" included)."""
-        text, spans = render_with_answer_spans(self._first_user(record.movie, record, subtitles), turns)
+        text, spans = render_with_answer_spans(self._first_user(record, subtitles), turns)
         frames = 0 if subtitles is None else len(subtitles)
         groups = [[self.video_token_id] * self.tokens_per_frame] * frames
         try:

@@ -202,7 +202,9 @@ class MovieSource:
         qa_types = set(self.qa_types) if self.qa_types else None
         counts = self._manifest_qa_counts()
         if counts is None:
-            counts = [_count_types(script.get("qa", [])) for script in self._iter_scripts_only()]
+            from moviellm_data.shards import count_qa_types
+
+            counts = [count_qa_types(script.get("qa", [])) for script in self._iter_scripts_only()]
         total = 0
         for per_type in counts:
             pairs = sum(n for kind, n in per_type.items() if qa_types is None or kind in qa_types)
@@ -305,13 +307,6 @@ class MovieSource:
                     continue
                 video = VisualRef(kind="frames", data=data, num_frames=len(script.get("timeline", [])))
             yield key, script, video
-
-
-def _count_types(qa: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for pair in qa:
-        counts[pair.get("type", "")] = counts.get(pair.get("type", ""), 0) + 1
-    return counts
 
 
 def _qa_index(script: dict, pair: dict) -> int:

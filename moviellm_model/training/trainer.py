@@ -19,7 +19,6 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch

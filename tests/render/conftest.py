@@ -29,14 +29,8 @@ def _quiet_diffusers():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: splitting each op over threads costs more than it saves (much more on a busy machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every render test runs single-threaded (see `one_torch_thread`)."""
 
 
 @pytest.fixture(scope="session")

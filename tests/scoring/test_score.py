@@ -24,12 +24,7 @@ from moviellm_data.shards import read_movies
 from moviellm_data.writers import ProceduralWriter
 
 REPO = Path(__file__).resolve().parents[2]
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_tiny_clip(folder: Path, seed: int = 0, text_projection: torch.Tensor | None = None) -> Path:
