@@ -113,7 +113,6 @@ def measure(model, batch, device, steps: int) -> dict:
 
 def run(args) -> dict:
     device, config, model = build_stage3_model(args.tiny)
-    dtype = next(model.parameters()).dtype
     card = machine_card(device)
     peak = (peak_tflops(card) or 989.0) * 1e12
     rows = []
