@@ -9,10 +9,11 @@ long), LLaMA-VID 7B with random weights in bf16, MovieLLM's fixed Q-Former text 
   the movie prompt and the inputs, and plain `model.generate` (transformers' defaults: dynamic cache, eager) computes
   the movie's visual tokens, prefills the whole prompt and decodes: three full prefills per movie.
 - Ours (`moviellm_model.inference.answer_questions`, what `moviellm answer` runs): the visual tokens and the shared
-  prefix (system prompt, movie, subtitles) are computed and prefilled once per movie; the prefix cache is copied to a
-  batch of 3 and the question suffixes are prefilled and decoded together. On CUDA with the model's fast paths: the
-  decoder compiled for the prefill (`compile_blocks`), a static batch cache with one CUDA graph per cache
-  (`config.cuda_graph_decoding`), cuDNN attention first (`config.sdpa_backends`).
+  prefix (system prompt, movie, subtitles) are computed and prefilled once per movie; the question suffixes are
+  prefilled and decoded together over a `SharedPrefixCache` (the prefix held once, read once per decoding step for
+  all three questions; `--cache static` copies it into every row instead). On CUDA with the speed options
+  `moviellm answer` switches on (`fast_paths.enable_fast_inference`): 512-frame visual chunks, the decoder compiled
+  for the prefill, one CUDA graph per decoding cache, cuDNN attention first.
 
 Both arms start from the same features tensor per movie (reading the file from disk is the same for both and is not
 timed); one untimed warm-up movie per arm (compilation, graph capture). Printed: answers/s of both, how many answers
@@ -43,7 +44,13 @@ import transformers  # noqa: E402
 from benchmarks._common import Peak, entry_header, parse_with_record_options, report, sync  # noqa: E402
 from benchmarks._llamavid import build_config, build_model  # noqa: E402
 from moviellm_model import LlamaVidImageProcessor, LlamaVidProcessor  # noqa: E402
-from moviellm_model.inference import GenerationSettings, answer_questions, encode_features  # noqa: E402
+from moviellm_model.fast_paths import enable_fast_inference  # noqa: E402
+from moviellm_model.inference import (  # noqa: E402
+    CACHE_IMPLEMENTATIONS,
+    GenerationSettings,
+    answer_questions,
+    encode_features,
+)
 from moviellm_model.input_format import MOVIELLM_QFORMER_QUESTIONS, movie_inputs, movie_qformer_text  # noqa: E402
 
 TARGET = 6.0  # ours / reference answers per second (issue 11)
@@ -97,10 +104,40 @@ def reference_movie(model, processor, feats, inputs, new_tokens) -> list[str]:
     return answers
 
 
-def ours_movie(model, processor, feats, inputs, new_tokens) -> list[str]:
+def ours_movie(model, processor, feats, inputs, new_tokens, cache="auto") -> list[str]:
     video = encode_features(model, feats, inputs=inputs)
     return answer_questions(model, processor, video, QUESTIONS, GenerationSettings(max_new_tokens=new_tokens),
-                            qformer_query="moviellm", batch_size=len(QUESTIONS), cache_implementation="auto")
+                            qformer_query="moviellm", batch_size=len(QUESTIONS), cache_implementation=cache)
+
+
+def phases(model, processor, feats, inputs, new_tokens, cache) -> dict[str, float]:
+    """Where one movie's time goes in ours: visual tokens, the prefix prefill, then everything (each synchronised)."""
+    from moviellm_model.inference.answering import _embed, _placeholder_groups, _visual_tokens
+
+    device = model.device
+    times = {}
+    video = encode_features(model, feats, inputs=inputs)
+    encoded = processor.encode_qformer_text([movie_qformer_text(QUESTIONS[0], "moviellm")], return_tensors="pt")
+    sync(device)
+    begin = time.perf_counter()
+    with torch.inference_mode():
+        tokens = _visual_tokens(model, video, encoded["qformer_input_ids"].to(device),
+                                encoded["qformer_attention_mask"].to(device))
+        sync(device)
+        times["visual tokens (Q-Former over every frame)"] = time.perf_counter() - begin
+        rows = processor.tokenize_with_placeholders(processor.build_movie_prompt(QUESTIONS[0], inputs=inputs),
+                                                    _placeholder_groups(processor, video))
+        ids = torch.tensor([rows[: len(rows) - 12]], device=device)  # the prefix: all but the question's tokens
+        begin = time.perf_counter()
+        output = model(inputs_embeds=_embed(model, ids, [tokens]), use_cache=True, logits_to_keep=1)
+        sync(device)
+        times[f"prefill of the shared prefix ({ids.shape[1]:,} tokens)"] = time.perf_counter() - begin
+        del output
+    begin = time.perf_counter()
+    ours_movie(model, processor, feats, inputs, new_tokens, cache)
+    sync(device)
+    times["whole movie (all of the above once, then the batch of questions)"] = time.perf_counter() - begin
+    return times
 
 
 def run(args) -> dict:
@@ -137,14 +174,26 @@ def run(args) -> dict:
                 del feats
             total = sum(results[f"{label} per movie"])
         results[label] = (movies * len(QUESTIONS) / total, total, peak.gib)
+        print(f"{label}: {movies} movies in {total:.2f} s ({total / movies:.2f} s per movie), peak {peak.gib:.1f} GiB",
+              flush=True)
         return answers
 
     reference = timed_arm("reference", reference_movie, args.reference_movies)
-    if device.type == "cuda":  # the model's fast paths, measured in bench_model.py
-        config.sdpa_backends = ["cudnn", "flash", "efficient", "math"]
-        config.cuda_graph_decoding = True
-        model.compile_blocks(vision=False)
-    ours = timed_arm("ours", ours_movie, args.movies)
+    enable_fast_inference(model)  # what `moviellm answer` switches on (CUDA only)
+
+    def ours_arm(model, processor, feats, inputs, new_tokens):
+        return ours_movie(model, processor, feats, inputs, new_tokens, args.cache)
+
+    ours = timed_arm("ours", ours_arm, args.movies)
+    if args.phases:
+        feats = movie_features(config, args.frames, -2, device)
+        times = phases(model, processor, feats, inputs, args.new_tokens, args.cache)
+        whole = times.popitem()
+        rest = whole[1] - sum(times.values())
+        times[f"decoding the {len(QUESTIONS)} questions together ({args.new_tokens} tokens; the rest)"] = rest
+        results["notes"].append("where ours spends one movie (synchronised phases, one untimed movie): "
+                                + "; ".join(f"{name} {seconds:.3f} s" for name, seconds in times.items())
+                                + f"; total {whole[1]:.3f} s")
     pairs = [(r, o) for movie_r, movie_o in zip(reference, ours) for r, o in zip(movie_r, movie_o)]
     same = sum(r == o for r, o in pairs)
     results["notes"].append(f"answers identical in both arms: {same} of {len(pairs)} (greedy, {str(dtype)[6:]}; random "
@@ -166,7 +215,7 @@ def render(results, args) -> str:
         f"| reference: per question, processor + plain generate (full prefill) | {args.reference_movies} | "
         f"{args.reference_movies * len(QUESTIONS)} | {ref_total:.2f} | {ref_rate:.3f} | "
         f"{ref_total / args.reference_movies:.2f} | {ref_peak:.1f} |",
-        f"| ours: shared prefix prefilled once, questions decoded as one batch | {args.movies} | "
+        f"| ours: shared prefix prefilled once, questions decoded as one batch (cache: {args.cache}) | {args.movies} | "
         f"{args.movies * len(QUESTIONS)} | {ours_total:.2f} | {ours_rate:.3f} | {ours_total / args.movies:.2f} | "
         f"{ours_peak:.1f} |",
         "",
@@ -186,6 +235,9 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-movies", type=int, help="movies answered by the reference (default: --movies)")
     parser.add_argument("--frames", type=int, help="frames per movie (default 7,200 = 2 hours at 1 fps; tiny: 64)")
     parser.add_argument("--new-tokens", type=int, help="new tokens per answer (default 128; tiny: 8)")
+    parser.add_argument("--cache", choices=CACHE_IMPLEMENTATIONS, default="auto",
+                        help="ours' cache for the questions' batch (default auto: the shared prefix)")
+    parser.add_argument("--phases", action="store_true", help="also time the phases of one more movie of ours")
     args = parse_with_record_options(parser, argv)
     args.frames = args.frames or (64 if args.tiny else 7200)
     args.new_tokens = args.new_tokens or (8 if args.tiny else 128)

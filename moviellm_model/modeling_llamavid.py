@@ -41,12 +41,14 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from . import fast_attention as _fast_attention
 from . import fast_paths
+from . import shared_prefix as _shared_prefix
 from .fast_paths import sdpa_priority
 from .losses import labelled_positions_lm_loss
 from .vision_kernels import add_layer_norm_
 from .configuration_llamavid import VISUAL_INPUT_NAMES, LlamaVidConfig, LlamaVidVisionConfig, parse_compress_type
 
 _fast_attention.register()
+_shared_prefix.register()
 
 __all__ = [
     "LlamaVidForConditionalGeneration",

@@ -69,7 +69,7 @@ def require_model_extra() -> None:
                           "pip install 'moviellm[model]'.") from None
 
 
-def load(args: argparse.Namespace, progress: bool = True):
+def load(args: argparse.Namespace, progress: bool = True, compile: bool = True):
     """The model and processor named by the model options (torch is imported here)."""
     require_model_extra()
     from moviellm_model.inference.loading import load_model
@@ -79,7 +79,7 @@ def load(args: argparse.Namespace, progress: bool = True):
 
         transformers_logging.disable_progress_bar()
     return load_model(args.model, revision=args.revision, dtype=args.dtype, device=args.device,
-                      device_map=args.device_map)
+                      device_map=args.device_map, compile=compile)
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -105,8 +105,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8,
                    help="Questions about one video decoded together at most. Default: 8.")
     p.add_argument("--cache", choices=CACHES, default="auto",
-                   help="KV cache of the batches that share a movie's prefix: static (preallocated, compiled decoding "
-                        "on a GPU), dynamic, or auto (static on CUDA). Default: auto.")
+                   help="KV cache of the batches that share a movie's prefix: shared (the prefix held and read once "
+                        "for all questions), static (copied into every row, preallocated), dynamic (copied, grown), or "
+                        "auto (shared). Preallocated caches get a compiled decoding step on a GPU. Default: auto.")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="On a GPU, compile the decoder for the videos' prefills (about a minute once, then faster "
+                        "prefills). Default: on.")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="Answer only the first N questions of the benchmark (a quick check).")
     add_progress_option(p)
@@ -123,7 +127,7 @@ def run_answer(args: argparse.Namespace) -> int:
     benchmark = open_benchmark(args.benchmark, config=args.config, split=args.split,
                                revision=args.benchmark_revision, legacy_pickle=args.legacy_pickle)
     settings = generation_settings(args, long_video=benchmark.name == MOVIE_BENCHMARK, max_new_tokens=1024)
-    loaded = load(args, progress=not args.no_progress)
+    loaded = load(args, progress=not args.no_progress, compile=args.compile)
     from moviellm_model.inference.runner import answer_benchmark
 
     result = answer_benchmark(loaded, benchmark, predictions, settings, qformer_query=args.qformer_query,

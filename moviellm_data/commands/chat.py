@@ -66,7 +66,7 @@ def run_chat(args: argparse.Namespace) -> int:
     feats = inputs = None
     if args.features is not None:
         feats, inputs = _read_features(Path(args.features))
-    loaded = load(args)
+    loaded = load(args, compile=False)  # one question: compiling would cost more than it saves
     from transformers import TextStreamer
 
     from moviellm_model.inference.answering import answer_questions, encode_features, encode_frames

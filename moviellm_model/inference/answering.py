@@ -20,6 +20,7 @@ token (tests/model/test_inference.py).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import torch
 from transformers import DynamicCache, GenerationMixin, StaticCache
 
 from ..input_format import movie_inputs, movie_qformer_text, render_vicuna_v1
+from ..shared_prefix import SharedPrefixCache, shared_prefix_attention
 from .settings import GenerationSettings
 
 __all__ = [
@@ -41,10 +43,12 @@ __all__ = [
     "question_prompt",
 ]
 
-#: How the decoding cache of a batch is held: "dynamic" (transformers' default, grows by concatenation), "static"
-#: (preallocated; with a CUDA model `generate` compiles the decoding step, and `config.cuda_graph_decoding` replays one
-#: CUDA graph per cache) or "auto" (static on CUDA, dynamic elsewhere).
-CACHE_IMPLEMENTATIONS = ("auto", "dynamic", "static")
+#: How the decoding cache of a batch that shares a prefix is held: "shared" (the prefix once for every row, each row's
+#: own tokens in a preallocated buffer, see `moviellm_model.shared_prefix`: every decoding step reads the prefix once),
+#: "static" (the prefix copied into every row of a preallocated cache), "dynamic" (copied, grown by concatenation;
+#: transformers' default) or "auto" (shared). With the preallocated ones a CUDA model's `generate` compiles the
+#: decoding step, and `config.cuda_graph_decoding` replays one CUDA graph per cache.
+CACHE_IMPLEMENTATIONS = ("auto", "shared", "static", "dynamic")
 #: Static caches are allocated in multiples of this many tokens (a new length recompiles the decoding step).
 _STATIC_CACHE_STEP = 256
 
@@ -225,13 +229,15 @@ def _batch_cache(model, prefix_states, rows: int, implementation: str, max_lengt
     return cache
 
 
-def _resolve_cache(implementation: str, model) -> str:
+def _rounded(length: int) -> int:
+    return -(-length // _STATIC_CACHE_STEP) * _STATIC_CACHE_STEP
+
+
+def _resolve_cache(implementation: str) -> str:
     if implementation not in CACHE_IMPLEMENTATIONS:
         raise ValueError(f"cache implementation must be one of {', '.join(CACHE_IMPLEMENTATIONS)}, "
                          f"not {implementation!r}.")
-    if implementation == "auto":
-        return "static" if model.device.type == "cuda" else "dynamic"
-    return implementation
+    return "shared" if implementation == "auto" else implementation
 
 
 # ---------------------------------------------------------------------------------------------------------- answer
@@ -299,7 +305,7 @@ def answer_questions(
     if prefix > 0 and not any(video_token in row[prefix:] for row in rows):
         tokens = _visual_tokens(model, video, qformer_ids[:1], qformer_mask[:1])
         return _answer_from_shared_prefix(model, processor, rows, prefix, tokens, settings, batch_size,
-                                          _resolve_cache(cache_implementation, model), streamer, on_batch)
+                                          _resolve_cache(cache_implementation), streamer, on_batch)
     return _answer_per_question(model, processor, video, rows, texts, distinct, qformer_ids, qformer_mask, settings,
                                 batch_size, streamer, on_batch)
 
@@ -321,12 +327,19 @@ def _answer_from_shared_prefix(model, processor, rows, prefix: int, tokens, sett
         width = max(len(s) for s in suffixes)
         ids = torch.tensor([kept_prefix + [pad] * (width - len(s)) + s for s in suffixes], device=device)
         mask = torch.tensor([[1] * prefix + [0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
-        # a static cache's length is rounded up, so that movies of similar length reuse one compiled decoding step
-        length = prefix + width + settings.max_new_tokens
-        cache = _batch_cache(model, prefix_states, len(suffixes) * settings.num_beams, implementation,
-                             max_length=-(-length // _STATIC_CACHE_STEP) * _STATIC_CACHE_STEP)
-        sequences = _generate(model, processor, settings, streamer, input_ids=ids, attention_mask=mask,
-                              **{_cache_kwarg(): cache})
+        # preallocated lengths are rounded up, so that movies of similar length reuse one compiled decoding step
+        rows_in_cache = len(suffixes) * settings.num_beams
+        if implementation == "shared":
+            tail = SharedPrefixCache.tail_length_for(prefix, width + settings.max_new_tokens, _STATIC_CACHE_STEP)
+            cache = SharedPrefixCache(prefix_states, rows_in_cache, tail, align=_STATIC_CACHE_STEP)
+            attention = shared_prefix_attention(model)
+        else:
+            cache = _batch_cache(model, prefix_states, rows_in_cache, implementation,
+                                 max_length=_rounded(prefix + width + settings.max_new_tokens))
+            attention = contextlib.nullcontext()
+        with attention:
+            sequences = _generate(model, processor, settings, streamer, input_ids=ids, attention_mask=mask,
+                                  **{_cache_kwarg(): cache})
         batch_answers = _decode(processor, sequences, ids.shape[1])
         del cache, sequences
         answers += batch_answers

@@ -11,6 +11,7 @@ import torch
 from moviellm_data.errors import ConfigError
 
 from .. import LlamaVidConfig, LlamaVidForConditionalGeneration, LlamaVidProcessor
+from ..fast_paths import enable_fast_inference
 from .hub import hub_snapshot
 
 __all__ = ["DTYPES", "LoadedModel", "load_model"]
@@ -64,6 +65,8 @@ def load_model(
     device: str | None = None,
     device_map: str | dict | None = None,
     attn_implementation: str | None = None,
+    fast: bool = True,
+    compile: bool = True,
 ) -> LoadedModel:
     """Load `LlamaVidForConditionalGeneration` + `LlamaVidProcessor` from a folder or a Hub id, in eval mode.
 
@@ -74,6 +77,8 @@ def load_model(
         device: torch device (default: cuda when available, else cpu); ignored with `device_map`.
         device_map: e.g. "auto" to spread a large model over the available GPUs (needs accelerate).
         attn_implementation: "sdpa" (default), "eager" or "flash_attention_2".
+        fast: on a CUDA GPU, switch on the answering speed options (`fast_paths.enable_fast_inference`).
+        compile: with `fast`, also compile the decoder for prefills (worth it over many videos).
 
     Raises `ConfigError` (one sentence) for a missing folder, a file, or something that is not a LLaMA-VID checkpoint.
     """
@@ -123,4 +128,6 @@ def load_model(
     if device_map is None:
         model = model.to(device)
     model.eval().requires_grad_(False)
+    if fast and device_map is None:
+        enable_fast_inference(model, compile=compile)
     return LoadedModel(model=model, processor=processor, name_or_path=str(name_or_path), revision=revision)

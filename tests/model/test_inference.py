@@ -75,7 +75,7 @@ class PrefillCounter:
         self.handle.remove()
 
 
-@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("cache", ["shared", "dynamic", "static"])
 @pytest.mark.parametrize("policy", ["moviellm", "question"])
 def test_movie_answers_equal_one_question_at_a_time(tiny_model, processor, policy, cache):
     feats, inputs = movie(tiny_model, frames=40)  # 80 visual tokens: longer than any question suffix
