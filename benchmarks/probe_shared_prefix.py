@@ -97,15 +97,26 @@ def main() -> None:
             print(f"copied {backend.name}: {str(error).splitlines()[0][:120]}")
     keys = PrefixedStates(prefix_k[:, :, :shared], own_k)
     values = PrefixedStates(prefix_v[:, :, :shared], own_v)
-    for kernel, splits in [("flash", 1), ("flash", 2), ("flash", 4), ("flash", 8), ("flash", 16), ("efficient", 1),
-                           ("efficient", 8), ("math", 1), ("auto", None)]:
+    # the rows as a batch over the prefix expanded without a copy (stride 0): cuDNN's decode kernel, whose reads of the
+    # one copy may be served by L2 for the 2nd and 3rd row
+    try:
+        expanded_k = prefix_k[:, :, :shared].expand(ROWS, -1, -1, -1)
+        expanded_v = prefix_v[:, :, :shared].expand(ROWS, -1, -1, -1)
+        report("expanded prefix, no tail: cuDNN with log-sum-exp (prefix part only)",
+               lambda: torch.ops.aten._scaled_dot_product_cudnn_attention(query, expanded_k, expanded_v, None, True,
+                                                                          0.0, False, False)[0], bytes_shared)
+        rows[-1] = rows[-1][:4] + (float("nan"),)  # not the whole attention: no error to compare
+    except RuntimeError as error:
+        print(f"expanded cuDNN: {str(error).splitlines()[0][:120]}")
+    for kernel, splits in [("flash", 1), ("cudnn", 1), ("flash", 2), ("flash", 4), ("flash", 8), ("flash", 16), ("efficient", 1),
+                           ("efficient", 8), ("math", 1), ("auto", 1)]:
         _prefix_settings.update(kernel=kernel, splits=splits)
         try:
-            report(f"shared: {kernel}, splits {splits if splits else 'auto'}", lambda: shared_prefix_attention_forward(
+            report(f"shared: {kernel}, splits {splits}", lambda: shared_prefix_attention_forward(
                 Module(), query, keys, values, shared_mask), bytes_shared)
         except RuntimeError as error:
             print(f"shared {kernel} {splits}: {str(error).splitlines()[0][:120]}")
-    _prefix_settings.update(kernel="auto", splits=None)
+    _prefix_settings.update(kernel="auto", splits=1)
 
     source = torch.empty(2**30, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)

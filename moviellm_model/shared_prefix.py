@@ -46,9 +46,10 @@ __all__ = [
 
 #: Name under which the implementation is registered in transformers' attention and mask interfaces.
 SHARED_PREFIX_ATTENTION = "llamavid_shared_prefix"
-#: Kernels for the prefix part: "flash" (FlashAttention-2 through PyTorch, fp16/bf16 on CUDA), "efficient" (PyTorch's
-#: memory-efficient kernel) or "math" (matrix products in float32; CPU and any dtype). "auto": flash where it applies.
-PREFIX_KERNELS = ("auto", "flash", "efficient", "math")
+#: Kernels for the prefix part: "flash" (FlashAttention-2 through PyTorch, fp16/bf16 on CUDA), "cudnn" (cuDNN's
+#: attention through PyTorch, CUDA), "efficient" (PyTorch's memory-efficient kernel) or "math" (matrix products in
+#: float32; CPU and any dtype). "auto": flash where it applies, else math.
+PREFIX_KERNELS = ("auto", "flash", "cudnn", "efficient", "math")
 
 
 class PrefixedStates(NamedTuple):
@@ -200,6 +201,10 @@ def attend_to_prefix(query: torch.Tensor, keys: torch.Tensor, values: torch.Tens
         output = torch.ops.aten._scaled_dot_product_flash_attention(query, keys, values, 0.0, False, False,
                                                                     scale=scale)
         return output[0], output[1].float()
+    if kernel == "cudnn":
+        output = torch.ops.aten._scaled_dot_product_cudnn_attention(query, keys, values, None, True, 0.0, False, False,
+                                                                    scale=scale)
+        return output[0], output[1].reshape(query.shape[:3]).float()
     if kernel == "efficient":
         output = torch.ops.aten._scaled_dot_product_efficient_attention(query, keys, values, None, True, 0.0, False,
                                                                         scale=scale)
@@ -241,20 +246,8 @@ def _own_attention(query, keys, values, mask, scale) -> tuple[torch.Tensor, torc
 
 
 #: How `shared_prefix_attention_forward` attends to the prefix; set by `shared_prefix_attention` (kernel: one of
-#: `PREFIX_KERNELS`; splits: a number, or None to choose from the device).
-_prefix_settings = {"kernel": "auto", "splits": None}
-
-
-def _splits_for(query: torch.Tensor, keys: torch.Tensor) -> int:
-    """Key blocks for a CUDA kernel to fill the device: one thread block per head and 128 queries otherwise."""
-    if not query.is_cuda:
-        return 1
-    processors = torch.cuda.get_device_properties(query.device).multi_processor_count
-    blocks = query.shape[1] * -(-query.shape[2] // 128)
-    splits = 1
-    while splits < 16 and blocks * splits < processors and keys.shape[2] % (2 * splits) == 0:
-        splits *= 2
-    return splits
+#: `PREFIX_KERNELS`; splits: key blocks attended in parallel and merged).
+_prefix_settings = {"kernel": "auto", "splits": 1}
 
 
 def shared_prefix_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
@@ -267,11 +260,8 @@ def shared_prefix_attention_forward(module, query, key, value, attention_mask, d
     rows, heads, length, dim = query.shape
     scale = scaling if scaling is not None else dim**-0.5
     kv_heads = key.prefix.shape[1]
-    folded = _fold_rows(query, kv_heads)
-    splits = _prefix_settings["splits"]
-    splits = _splits_for(folded, key.prefix) if splits is None else splits
-    prefix_out, prefix_lse = attend_to_prefix(folded, key.prefix, value.prefix, scale, _prefix_settings["kernel"],
-                                              splits)
+    prefix_out, prefix_lse = attend_to_prefix(_fold_rows(query, kv_heads), key.prefix, value.prefix, scale,
+                                              _prefix_settings["kernel"], _prefix_settings["splits"])
     prefix_out = _unfold_rows(prefix_out, rows, heads, length).float()
     prefix_lse = _unfold_rows(prefix_lse, rows, heads, length)
     tail = key.own.shape[2]
@@ -298,15 +288,16 @@ def register() -> None:
 
 
 @contextlib.contextmanager
-def shared_prefix_attention(model, kernel: str = "auto", splits: int | None = None):
+def shared_prefix_attention(model, kernel: str = "auto", splits: int = 1):
     """Within the block, the language model of a `LlamaVidForConditionalGeneration` attends with
     `shared_prefix_attention_forward` (for `generate` over a `SharedPrefixCache`); restored afterwards.
 
-    `kernel` (one of `PREFIX_KERNELS`) and `splits` (key blocks of the prefix attended in parallel; None: enough to
-    fill the GPU) choose how the prefix part is computed; the result is the same up to rounding."""
+    `kernel` (one of `PREFIX_KERNELS`) and `splits` (key blocks of the prefix attended in parallel, then merged) choose
+    how the prefix part is computed; the result is the same up to rounding. On an H200, FlashAttention-2 without
+    splits was the fastest of these for a 2-hour movie (`benchmarks/probe_shared_prefix.py`, RESULTS.md)."""
     if kernel not in PREFIX_KERNELS:
         raise ValueError(f"prefix kernel must be one of {', '.join(PREFIX_KERNELS)}, not {kernel!r}.")
-    if splits is not None and splits < 1:
+    if splits < 1:
         raise ValueError(f"splits must be at least 1, not {splits}.")
     register()
     text_config = model.model.language_model.config
