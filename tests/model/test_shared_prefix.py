@@ -202,3 +202,14 @@ def test_split_prefix_blocks_merge_to_the_same_attention(splits):
     torch.testing.assert_close(split[1], whole[1])
     with pytest.raises(ValueError, match="do not divide"):
         attend_to_prefix(query, keys[:, :, :15], values[:, :, :15], scale=0.3, splits=splits)
+
+
+def test_fast_inference_options_leave_a_cpu_model_alone(processor):
+    from moviellm_model.fast_paths import enable_fast_inference
+
+    from .conftest import make_model
+
+    model = make_model(processor, seed=0)
+    before = model.config.to_dict()
+    assert enable_fast_inference(model) is False
+    assert model.config.to_dict() == before and model.model.language_model._compiled_call_impl is None
