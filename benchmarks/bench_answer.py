@@ -45,6 +45,7 @@ from benchmarks._common import Peak, entry_header, parse_with_record_options, re
 from benchmarks._llamavid import build_config, build_model  # noqa: E402
 from moviellm_model import LlamaVidImageProcessor, LlamaVidProcessor  # noqa: E402
 from moviellm_model.fast_paths import enable_fast_inference  # noqa: E402
+from moviellm_model.shared_prefix import PREFIX_KERNELS  # noqa: E402
 from moviellm_model.inference import (  # noqa: E402
     CACHE_IMPLEMENTATIONS,
     GenerationSettings,
@@ -104,13 +105,14 @@ def reference_movie(model, processor, feats, inputs, new_tokens) -> list[str]:
     return answers
 
 
-def ours_movie(model, processor, feats, inputs, new_tokens, cache="auto") -> list[str]:
+def ours_movie(model, processor, feats, inputs, new_tokens, cache="auto", prefix_kernel="auto") -> list[str]:
     video = encode_features(model, feats, inputs=inputs)
     return answer_questions(model, processor, video, QUESTIONS, GenerationSettings(max_new_tokens=new_tokens),
-                            qformer_query="moviellm", batch_size=len(QUESTIONS), cache_implementation=cache)
+                            qformer_query="moviellm", batch_size=len(QUESTIONS), cache_implementation=cache,
+                            prefix_kernel=prefix_kernel)
 
 
-def phases(model, processor, feats, inputs, new_tokens, cache) -> dict[str, float]:
+def phases(model, processor, feats, inputs, new_tokens, cache, prefix_kernel) -> dict[str, float]:
     """Where one movie's time goes in ours: visual tokens, the prefix prefill, then everything (each synchronised)."""
     from moviellm_model.inference.answering import _embed, _placeholder_groups, _visual_tokens
 
@@ -137,7 +139,7 @@ def phases(model, processor, feats, inputs, new_tokens, cache) -> dict[str, floa
         times[f"prefill of the shared prefix ({ids.shape[1]:,} tokens)"] = time.perf_counter() - begin
         del output
     begin = time.perf_counter()
-    ours_movie(model, processor, feats, inputs, new_tokens, cache)
+    ours_movie(model, processor, feats, inputs, new_tokens, cache, prefix_kernel)
     sync(device)
     times["whole movie (all of the above once, then the batch of questions)"] = time.perf_counter() - begin
     return times
@@ -185,12 +187,12 @@ def run(args) -> dict:
     enable_fast_inference(model)  # what `moviellm answer` switches on (CUDA only)
 
     def ours_arm(model, processor, feats, inputs, new_tokens):
-        return ours_movie(model, processor, feats, inputs, new_tokens, args.cache)
+        return ours_movie(model, processor, feats, inputs, new_tokens, args.cache, args.prefix_kernel)
 
     ours = timed_arm("ours", ours_arm, args.movies)
     if args.phases:
         feats = movie_features(config, args.frames, -2, device)
-        times = phases(model, processor, feats, inputs, args.new_tokens, args.cache)
+        times = phases(model, processor, feats, inputs, args.new_tokens, args.cache, args.prefix_kernel)
         whole = times.popitem()
         rest = whole[1] - sum(times.values())
         times[f"decoding the {len(QUESTIONS)} questions together ({args.new_tokens} tokens; the rest)"] = rest
@@ -218,7 +220,7 @@ def render(results, args) -> str:
         f"| reference: per question, processor + plain generate (full prefill) | {args.reference_movies} | "
         f"{args.reference_movies * len(QUESTIONS)} | {ref_total:.2f} | {ref_rate:.3f} | "
         f"{ref_total / args.reference_movies:.2f} | {ref_peak:.1f} |",
-        f"| ours: shared prefix prefilled once, questions decoded as one batch (cache: {args.cache}) | {args.movies} | "
+        f"| ours: shared prefix prefilled once, questions decoded as one batch (cache: {args.cache}, prefix kernel: {args.prefix_kernel}) | {args.movies} | "
         f"{args.movies * len(QUESTIONS)} | {ours_total:.2f} | {ours_rate:.3f} | {ours_total / args.movies:.2f} | "
         f"{ours_peak:.1f} |",
         "",
@@ -240,6 +242,8 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, help="new tokens per answer (default 128; tiny: 8)")
     parser.add_argument("--cache", choices=CACHE_IMPLEMENTATIONS, default="auto",
                         help="ours' cache for the questions' batch (default auto: the shared prefix)")
+    parser.add_argument("--prefix-kernel", choices=PREFIX_KERNELS, default="auto",
+                        help="with the shared cache: the kernel of the attention over the prefix (default auto)")
     parser.add_argument("--phases", action="store_true", help="also time the phases of one more movie of ours")
     args = parse_with_record_options(parser, argv)
     args.frames = args.frames or (64 if args.tiny else 7200)

@@ -266,6 +266,7 @@ def answer_questions(
     qformer_query: str = "question",
     batch_size: int = 8,
     cache_implementation: str = "auto",
+    prefix_kernel: str = "auto",
     streamer=None,
     on_batch: Callable[[int, list[str]], None] | None = None,
 ) -> list[str]:
@@ -279,6 +280,8 @@ def answer_questions(
         qformer_query: what conditions the context tokens: "question" or "moviellm" (see `QFORMER_QUERIES`).
         batch_size: questions decoded together at most.
         cache_implementation: one of `CACHE_IMPLEMENTATIONS`, for the batches that share a prefilled prefix.
+        prefix_kernel: with the "shared" cache, how attention over the prefix is computed (one of
+            `moviellm_model.shared_prefix.PREFIX_KERNELS`; the same result up to rounding).
         streamer: a transformers streamer (e.g. `TextStreamer`), for a single question.
         on_batch: called as `on_batch(start, answers)` after each decoded batch (questions `start`, `start + 1`, ...),
             e.g. to save answers before the next batch runs.
@@ -305,13 +308,13 @@ def answer_questions(
     if prefix > 0 and not any(video_token in row[prefix:] for row in rows):
         tokens = _visual_tokens(model, video, qformer_ids[:1], qformer_mask[:1])
         return _answer_from_shared_prefix(model, processor, rows, prefix, tokens, settings, batch_size,
-                                          _resolve_cache(cache_implementation), streamer, on_batch)
+                                          _resolve_cache(cache_implementation), prefix_kernel, streamer, on_batch)
     return _answer_per_question(model, processor, video, rows, texts, distinct, qformer_ids, qformer_mask, settings,
                                 batch_size, streamer, on_batch)
 
 
 def _answer_from_shared_prefix(model, processor, rows, prefix: int, tokens, settings, batch_size, implementation,
-                               streamer, on_batch) -> list[str]:
+                               prefix_kernel, streamer, on_batch) -> list[str]:
     device = model.device
     prefix_ids = torch.tensor([rows[0][:prefix]], device=device)
     output = model(inputs_embeds=_embed(model, prefix_ids, [tokens]), use_cache=True, logits_to_keep=1)
@@ -332,7 +335,7 @@ def _answer_from_shared_prefix(model, processor, rows, prefix: int, tokens, sett
         if implementation == "shared":
             tail = SharedPrefixCache.tail_length_for(prefix, width + settings.max_new_tokens, _STATIC_CACHE_STEP)
             cache = SharedPrefixCache(prefix_states, rows_in_cache, tail, align=_STATIC_CACHE_STEP)
-            attention = shared_prefix_attention(model)
+            attention = shared_prefix_attention(model, kernel=prefix_kernel)
         else:
             cache = _batch_cache(model, prefix_states, rows_in_cache, implementation,
                                  max_length=_rounded(prefix + width + settings.max_new_tokens))
