@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks._common import cuda_median_time  # noqa: E402
 from moviellm_model.shared_prefix import PrefixedStates, _prefix_settings, shared_prefix_attention_forward  # noqa: E402
 
 HEADS, DIM, PREFIX, ROWS, TAIL, WRITTEN, LAYERS = 32, 128, 16160, 3, 256, 40, 32
@@ -36,17 +37,8 @@ class Module:
 
 
 def timed(fn, repeats: int = 50) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000)
-    return sorted(times)[len(times) // 2]
+    """Microseconds per call (median of CUDA-event timings)."""
+    return cuda_median_time(fn, repeats) * 1e6
 
 
 def main() -> None:
