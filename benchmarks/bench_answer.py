@@ -45,7 +45,6 @@ from benchmarks._common import Peak, entry_header, parse_with_record_options, re
 from benchmarks._llamavid import build_config, build_model  # noqa: E402
 from moviellm_model import LlamaVidImageProcessor, LlamaVidProcessor  # noqa: E402
 from moviellm_model.fast_paths import enable_fast_inference  # noqa: E402
-from moviellm_model.shared_prefix import PREFIX_KERNELS  # noqa: E402
 from moviellm_model.inference import (  # noqa: E402
     CACHE_IMPLEMENTATIONS,
     GenerationSettings,
@@ -53,6 +52,7 @@ from moviellm_model.inference import (  # noqa: E402
     encode_features,
 )
 from moviellm_model.input_format import MOVIELLM_QFORMER_QUESTIONS, movie_inputs, movie_qformer_text  # noqa: E402
+from moviellm_model.shared_prefix import PREFIX_KERNELS  # noqa: E402
 
 TARGET = 6.0  # ours / reference answers per second (issue 11)
 QUESTIONS = [MOVIELLM_QFORMER_QUESTIONS[0], "What does the main character want, and why?", MOVIELLM_QFORMER_QUESTIONS[1]]

@@ -137,8 +137,7 @@ class SharedPrefixCache(Cache):
         prefix_states = list(prefix_states)
         if not prefix_states:
             raise ValueError("a shared-prefix cache needs the prefix states of at least one layer.")
-        prefix_length = int(prefix_states[0][0].shape[2])
-        shared = prefix_length - prefix_length % align if prefix_length >= align else prefix_length
+        shared = int(prefix_states[0][0].shape[2]) - self._copied_to_tails(prefix_states[0][0].shape[2], align)
         super().__init__(layers=[SharedPrefixLayer(keys, values, rows, tail_length, shared)
                                  for keys, values in prefix_states])
 
@@ -146,8 +145,14 @@ class SharedPrefixCache(Cache):
     def tail_length_for(prefix_length: int, added: int, align: int = 256) -> int:
         """The tail a prefix of `prefix_length` tokens needs for `added` more tokens per row, rounded up to `align`
         (so that the tail's shape, too, changes only every `align` tokens)."""
-        rest = prefix_length % align if prefix_length >= align else 0
+        rest = SharedPrefixCache._copied_to_tails(prefix_length, align)
         return -(-(rest + added) // align) * align
+
+    @staticmethod
+    def _copied_to_tails(prefix_length: int, align: int) -> int:
+        """How many of the prefix's last tokens every row's tail holds: all beyond the last multiple of `align` (none
+        for a prefix shorter than `align`, which is shared whole)."""
+        return int(prefix_length) % align if prefix_length >= align else 0
 
     @property
     def max_batch_size(self) -> int:
@@ -159,6 +164,11 @@ class SharedPrefixCache(Cache):
 
 
 # -------------------------------------------------------------------------------------------------------- attention
+
+
+def _check_kernel(kernel: str) -> None:
+    if kernel not in PREFIX_KERNELS:
+        raise ValueError(f"prefix kernel must be one of {', '.join(PREFIX_KERNELS)}, not {kernel!r}.")
 
 
 def _flash_available(query: torch.Tensor) -> bool:
@@ -182,8 +192,7 @@ def attend_to_prefix(query: torch.Tensor, keys: torch.Tensor, values: torch.Tens
     `splits` > 1 cuts the keys into that many blocks attended in one batched call and merged (split-KV, as
     flash-decoding does): a few queries over a long prefix otherwise occupy only one thread block per head. It must
     divide P."""
-    if kernel not in PREFIX_KERNELS:
-        raise ValueError(f"prefix kernel must be one of {', '.join(PREFIX_KERNELS)}, not {kernel!r}.")
+    _check_kernel(kernel)
     if kernel == "auto":
         kernel = "flash" if _flash_available(query) else "math"
     if splits > 1:
@@ -295,8 +304,7 @@ def shared_prefix_attention(model, kernel: str = "auto", splits: int = 1):
     `kernel` (one of `PREFIX_KERNELS`) and `splits` (key blocks of the prefix attended in parallel, then merged) choose
     how the prefix part is computed; the result is the same up to rounding. On an H200, FlashAttention-2 without
     splits was the fastest of these for a 2-hour movie (`benchmarks/probe_shared_prefix.py`, RESULTS.md)."""
-    if kernel not in PREFIX_KERNELS:
-        raise ValueError(f"prefix kernel must be one of {', '.join(PREFIX_KERNELS)}, not {kernel!r}.")
+    _check_kernel(kernel)
     if splits < 1:
         raise ValueError(f"splits must be at least 1, not {splits}.")
     register()
