@@ -375,20 +375,23 @@ class _Runner:
 
     def taken(self) -> None:
         """The consumer took a finished movie (called from its thread): its slot goes to the next movie."""
-        loop, slots = self._loop, self._slots
-        if loop is not None and slots is not None:
-            try:
-                loop.call_soon_threadsafe(slots.release)
-            except RuntimeError:
-                pass  # the loop already finished
+        slots = self._slots
+        if slots is not None:
+            self._in_loop(slots.release)
 
     def stop(self) -> None:
         """Cancel everything in flight (called from the consumer thread)."""
         self._stopping.set()
-        loop, main = self._loop, self._main
-        if loop is not None and main is not None:
+        main = self._main
+        if main is not None:
+            self._in_loop(main.cancel)
+
+    def _in_loop(self, callback) -> None:
+        """Run `callback` on the runner's event loop (from another thread); nothing once the loop has finished."""
+        loop = self._loop
+        if loop is not None:
             try:
-                loop.call_soon_threadsafe(main.cancel)
+                loop.call_soon_threadsafe(callback)
             except RuntimeError:
                 pass  # the loop already finished
 
