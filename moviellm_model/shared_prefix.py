@@ -32,6 +32,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
+from .prefix_attention_kernel import prefix_attention, prefix_attention_available
+
 __all__ = [
     "PREFIX_KERNELS",
     "SHARED_PREFIX_ATTENTION",
@@ -46,10 +48,11 @@ __all__ = [
 
 #: Name under which the implementation is registered in transformers' attention and mask interfaces.
 SHARED_PREFIX_ATTENTION = "llamavid_shared_prefix"
-#: Kernels for the prefix part: "flash" (FlashAttention-2 through PyTorch, fp16/bf16 on CUDA), "cudnn" (cuDNN's
-#: attention through PyTorch, CUDA), "efficient" (PyTorch's memory-efficient kernel) or "math" (matrix products in
-#: float32; CPU and any dtype). "auto": flash where it applies, else math.
-PREFIX_KERNELS = ("auto", "flash", "cudnn", "efficient", "math")
+#: Kernels for the prefix part: "triton" (our split-KV kernel, `prefix_attention_kernel.py`: fp16/bf16 on CUDA), "flash"
+#: (FlashAttention-2 through PyTorch, fp16/bf16 on CUDA), "cudnn" (cuDNN's attention through PyTorch, CUDA),
+#: "efficient" (PyTorch's memory-efficient kernel) or "math" (matrix products in float32; CPU and any dtype).
+#: "auto": the first of triton, flash, math that applies.
+PREFIX_KERNELS = ("auto", "triton", "flash", "cudnn", "efficient", "math")
 
 
 class PrefixedStates(NamedTuple):
@@ -185,16 +188,18 @@ def _merge_splits(outputs: torch.Tensor, lses: torch.Tensor) -> tuple[torch.Tens
 
 
 def attend_to_prefix(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
-                     kernel: str = "auto", splits: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                     kernel: str = "auto", splits: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Unmasked attention of `query` [1, H, M, D] to `keys`/`values` [1, H, P, D]: the output [1, H, M, D] and the
     log-sum-exp of each query's scaled scores [1, H, M] (float32), to merge with other keys' attention later.
 
-    `splits` > 1 cuts the keys into that many blocks attended in one batched call and merged (split-KV, as
-    flash-decoding does): a few queries over a long prefix otherwise occupy only one thread block per head. It must
-    divide P."""
+    `splits` cuts the keys into that many blocks attended in parallel and merged (split-KV, as flash-decoding does): a
+    few queries over a long prefix otherwise occupy only one thread block per head. 0 lets the kernel choose (the
+    Triton kernel fills the GPU; the others do not split). For the kernels other than Triton it must divide P."""
     _check_kernel(kernel)
     if kernel == "auto":
-        kernel = "flash" if _flash_available(query) else "math"
+        kernel = "triton" if prefix_attention_available(query) else "flash" if _flash_available(query) else "math"
+    if kernel == "triton":
+        return prefix_attention(query, keys, values, scale, splits=splits)
     if splits > 1:
         length = keys.shape[2]
         if length % splits:
@@ -255,8 +260,8 @@ def _own_attention(query, keys, values, mask, scale) -> tuple[torch.Tensor, torc
 
 
 #: How `shared_prefix_attention_forward` attends to the prefix; set by `shared_prefix_attention` (kernel: one of
-#: `PREFIX_KERNELS`; splits: key blocks attended in parallel and merged).
-_prefix_settings = {"kernel": "auto", "splits": 1}
+#: `PREFIX_KERNELS`; splits: key blocks attended in parallel and merged, 0 for the kernel's choice).
+_prefix_settings = {"kernel": "auto", "splits": 0}
 
 
 def shared_prefix_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
@@ -297,16 +302,16 @@ def register() -> None:
 
 
 @contextlib.contextmanager
-def shared_prefix_attention(model, kernel: str = "auto", splits: int = 1):
+def shared_prefix_attention(model, kernel: str = "auto", splits: int = 0):
     """Within the block, the language model of a `LlamaVidForConditionalGeneration` attends with
     `shared_prefix_attention_forward` (for `generate` over a `SharedPrefixCache`); restored afterwards.
 
-    `kernel` (one of `PREFIX_KERNELS`) and `splits` (key blocks of the prefix attended in parallel, then merged) choose
-    how the prefix part is computed; the result is the same up to rounding. On an H200, FlashAttention-2 without
-    splits was the fastest of these for a 2-hour movie (`benchmarks/probe_shared_prefix.py`, RESULTS.md)."""
+    `kernel` (one of `PREFIX_KERNELS`) and `splits` (key blocks of the prefix attended in parallel, then merged; 0:
+    the kernel's choice) choose how the prefix part is computed; the result is the same up to rounding
+    (`benchmarks/probe_shared_prefix.py` times them on a 2-hour movie's shapes)."""
     _check_kernel(kernel)
-    if splits < 1:
-        raise ValueError(f"splits must be at least 1, not {splits}.")
+    if splits < 0:
+        raise ValueError(f"splits must be 0 (the kernel's choice) or more, not {splits}.")
     register()
     text_config = model.model.language_model.config
     before, settings_before = text_config._attn_implementation, dict(_prefix_settings)
