@@ -113,31 +113,49 @@ def ours_movie(model, processor, feats, inputs, new_tokens, cache="auto", prefix
 
 
 def phases(model, processor, feats, inputs, new_tokens, cache, prefix_kernel) -> dict[str, float]:
-    """Where one movie's time goes in ours (each part synchronised): the visual tokens alone, the whole movie with one
-    new token per question (visual tokens, prefix prefill, the questions' prefill and first token), and with all the
-    new tokens: the difference is the batched decoding (the cache's shapes are the same in both, so nothing compiles)."""
-    from moviellm_model.inference.answering import _visual_tokens
+    """Where one movie's time goes in ours, each part synchronised: the prompts' tokenisation, the visual tokens, the
+    prefill of the shared prefix (the same ids as `answer_questions` prefills), the whole movie with one new token
+    per question (the difference: `generate`'s set-up and the questions' prefill), and with all the new tokens (the
+    difference: the batched decoding; the cache's shapes are those of the 1-token movie, so nothing compiles)."""
+    from moviellm_model.inference.answering import (
+        _common_prefix,
+        _embed,
+        _placeholder_groups,
+        _visual_tokens,
+        question_prompt,
+    )
 
     device = model.device
     times = {}
     video = encode_features(model, feats, inputs=inputs)
     encoded = processor.encode_qformer_text([movie_qformer_text(QUESTIONS[0], "moviellm")], return_tensors="pt")
-    for _ in range(2):  # the second is timed
-        sync(device)
-        begin = time.perf_counter()
-        with torch.inference_mode():
-            _visual_tokens(model, video, encoded["qformer_input_ids"].to(device),
-                           encoded["qformer_attention_mask"].to(device))
-        sync(device)
-        times["visual tokens (Q-Former over every frame)"] = time.perf_counter() - begin
+    with torch.inference_mode():
+        for _ in range(2):  # the second is timed
+            begin = time.perf_counter()
+            groups = _placeholder_groups(processor, video)
+            rows = [processor.tokenize_with_placeholders(question_prompt(processor, video, q), groups)
+                    for q in QUESTIONS]
+            prefix = _common_prefix(rows)
+            times["tokenising the 3 prompts (CPU)"] = time.perf_counter() - begin
+            begin = time.perf_counter()
+            tokens = _visual_tokens(model, video, encoded["qformer_input_ids"].to(device),
+                                    encoded["qformer_attention_mask"].to(device))
+            sync(device)
+            times["visual tokens (Q-Former over every frame)"] = time.perf_counter() - begin
+            begin = time.perf_counter()
+            output = model(inputs_embeds=_embed(model, torch.tensor([rows[0][:prefix]], device=device), [tokens]),
+                           use_cache=True, logits_to_keep=1)
+            sync(device)
+            times[f"prefill of the shared prefix ({prefix:,} tokens)"] = time.perf_counter() - begin
+            del output, tokens
     for tokens in (1, 1, new_tokens):  # the first is a warm-up for the new answer length
         begin = time.perf_counter()
         ours_movie(model, processor, feats, inputs, tokens, cache, prefix_kernel)
         sync(device)
         times[tokens] = time.perf_counter() - begin
     one, whole = times.pop(1), times.pop(new_tokens)
-    times["prefix prefill, questions' prefill and first token (the rest of a 1-token movie)"] = (
-        one - times["visual tokens (Q-Former over every frame)"])
+    times["generate's set-up, the questions' prefill and first token (the rest of a 1-token movie)"] = (
+        one - sum(times.values()))
     times[f"decoding the {len(QUESTIONS)} questions together ({new_tokens - 1} more steps, "
           f"{(whole - one) / (new_tokens - 1) * 1e3:.2f} ms each)"] = whole - one
     times["whole movie"] = whole
@@ -178,6 +196,7 @@ def run(args) -> dict:
                 del feats
             total = sum(results[f"{label} per movie"])
         results[label] = (movies * len(QUESTIONS) / total, total, peak.gib)
+        print(f"{label} per movie: " + ", ".join(f"{seconds:.2f}" for seconds in results[f"{label} per movie"]))
         print(f"{label}: {movies} movies in {total:.2f} s ({total / movies:.2f} s per movie), peak {peak.gib:.1f} GiB",
               flush=True)
         return answers

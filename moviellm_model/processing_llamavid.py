@@ -264,7 +264,11 @@ class LlamaVidProcessor(ProcessorMixin):
         shifted = [bool(self._absorbs_leading_space and chunk.startswith(" ")) for chunk in chunks]
         chunks = [" " + chunk if shift else chunk for chunk, shift in zip(chunks, shifted)]
         if not return_offsets:
-            return self.tokenizer(chunks, add_special_tokens=True)["input_ids"]
+            # each chunk is tokenised on its own, so equal chunks (a movie's thousands of frames without subtitles)
+            # are tokenised once
+            distinct = list(dict.fromkeys(chunks))
+            encoded = dict(zip(distinct, self.tokenizer(distinct, add_special_tokens=True)["input_ids"]))
+            return [list(encoded[chunk]) for chunk in chunks]
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError("Locating answer spans needs a fast tokenizer (character offsets); load it with use_fast.")
         encoded = self.tokenizer(chunks, add_special_tokens=True, return_offsets_mapping=True)
