@@ -29,7 +29,12 @@ import torch  # noqa: E402
 
 from benchmarks._common import cuda_median_time  # noqa: E402
 from moviellm_model import prefix_attention_kernel as kernel_module  # noqa: E402
-from moviellm_model.shared_prefix import PrefixedStates, _prefix_settings, shared_prefix_attention_forward  # noqa: E402
+from moviellm_model.shared_prefix import (  # noqa: E402
+    PrefixedStates,
+    _prefix_settings,
+    attend_to_prefix,
+    shared_prefix_attention_forward,
+)
 
 HEADS, DIM, PREFIX, ROWS, TAIL, WRITTEN, LAYERS = 32, 128, 16160, 3, 256, 40, 32
 
@@ -116,6 +121,16 @@ def main() -> None:
         rows[-1] = rows[-1][:4] + (float("nan"),)  # not the whole attention: its error is not comparable
     except Exception as error:  # noqa: BLE001 - reported, not fatal
         print(f"expanded cuDNN: {str(error).splitlines()[0][:120]}")
+    # the prefix kernel alone (the rows' queries folded over the one copy), without the tails and the merge
+    folded = query.transpose(0, 2).reshape(1, HEADS, ROWS, DIM).contiguous()
+    bytes_prefix = 2 * shared * HEADS * DIM * element
+    for kernel in ("triton", "flash"):
+        try:
+            report(f"prefix only: {kernel}", lambda: attend_to_prefix(folded, keys.prefix, values.prefix, DIM**-0.5,
+                                                                      kernel)[0], bytes_prefix)
+            rows[-1] = rows[-1][:4] + (float("nan"),)  # not the whole attention: its error is not comparable
+        except Exception as error:  # noqa: BLE001 - reported, not fatal
+            print(f"prefix only {kernel}: {type(error).__name__}: {str(error).splitlines()[0][:160]}")
     variants = [("triton", 0, {}), ("triton", 8, {}), ("triton", 32, {}), ("triton", 64, {}),
                 ("triton", 0, {"block_n": 32}), ("triton", 0, {"block_n": 128}), ("triton", 0, {"num_warps": 8}),
                 ("triton", 0, {"num_stages": 2}), ("triton", 0, {"num_stages": 4}),
