@@ -17,6 +17,7 @@ tests, in Triton's interpreter (`TRITON_INTERPRET=1`, CPU tensors). It is regist
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -50,23 +51,22 @@ def prefix_attention_available(query: torch.Tensor) -> bool:
             and 16 <= head_dim <= 256 and head_dim & (head_dim - 1) == 0)
 
 
-_MULTIPROCESSORS: dict[int, int] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _multiprocessors(cuda_index: int) -> int:
     """Multiprocessors of CUDA device `cuda_index` (4 for -1: the CPU under Triton's interpreter)."""
-    if cuda_index not in _MULTIPROCESSORS:
-        count = torch.cuda.get_device_properties(cuda_index).multi_processor_count if cuda_index >= 0 else 4
-        _MULTIPROCESSORS[cuda_index] = count
-    return _MULTIPROCESSORS[cuda_index]
+    return torch.cuda.get_device_properties(cuda_index).multi_processor_count if cuda_index >= 0 else 4
 
 
 def split_plan(heads: int, query_blocks: int, keys: int, programs: int, block_n: int = BLOCK_N) -> tuple[int, int]:
     """(splits, keys per split): enough splits that heads x query blocks x splits reaches `programs`, each split a
     whole number of `block_n` key blocks and none empty."""
+    return _slices(keys, max(1, programs // max(1, heads * query_blocks)), block_n)
+
+
+def _slices(keys: int, splits: int, block_n: int) -> tuple[int, int]:
+    """(splits, keys per split) for at most `splits` slices of whole `block_n` key blocks, none of them empty."""
     blocks = -(-keys // block_n)
-    splits = max(1, min(programs // max(1, heads * query_blocks), blocks))
-    keys_per_split = -(-blocks // splits) * block_n
+    keys_per_split = -(-blocks // min(splits, blocks)) * block_n
     return -(-keys // keys_per_split), keys_per_split
 
 
@@ -100,17 +100,14 @@ def _prefix_attention_op(query: torch.Tensor, keys: torch.Tensor, values: torch.
                          block_n: int, num_warps: int, num_stages: int) -> tuple[torch.Tensor, torch.Tensor]:
     _, heads, queries, head_dim = query.shape
     length = keys.shape[2]
-    query = query.contiguous()
-    keys = keys if keys.stride(-1) == 1 else keys.contiguous()
-    values = values if values.stride(-1) == 1 else values.contiguous()
+    query, keys, values = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, keys, values))
     block_m = 16 if queries <= 16 else 64
     query_blocks = -(-queries // block_m)
     if splits <= 0:
         programs = PROGRAMS_PER_SM * _multiprocessors(query.device.index if query.is_cuda else -1)
         splits, keys_per_split = split_plan(heads, query_blocks, length, programs, block_n)
     else:
-        keys_per_split = -(-length // (splits * block_n)) * block_n
-        splits = -(-length // keys_per_split)
+        splits, keys_per_split = _slices(length, splits, block_n)
     outputs = query.new_empty((heads, splits, queries, head_dim), dtype=torch.float32)
     lses = query.new_empty((heads, splits, queries), dtype=torch.float32)
     _partials_kernel[(heads, splits, query_blocks)](
